@@ -1,0 +1,80 @@
+"""The distillation objectives of the paper (SPEC.md section 4), as pure functions of logits.
+
+Shapes: logits (B, T, V), mask (B, T) bool (True = counted), targets (B, T) int64.
+Reduction (eq. 1): T^2 * sum over counted positions of the per-position KL (summed over the vocabulary),
+divided by the number of counted positions, or by `normalizer` when given: the step-wise loss passes the
+whole sequence's count to every chunk so the chunks add up to the unchunked value, and `--kd-norm batch`
+passes B (Baby Llama's `batchmean`). The T^2 factor is applied here and only here.
+Everything is computed in fp32 from log_softmax; probabilities are exponentiated log-probabilities.
+"""
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def _reduce(per_position: torch.Tensor, mask: Optional[torch.Tensor], normalizer) -> torch.Tensor:
+    if mask is not None:
+        per_position = per_position.masked_fill(~mask, 0.0)  # masked_fill, not *, so a NaN there cannot leak
+    count = normalizer if normalizer is not None else (mask.sum() if mask is not None else per_position.numel())
+    return per_position.sum() / count
+
+
+def kl_per_position(p_logits: torch.Tensor, q_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(p || q) = sum_v p (log p - log q) at every position, (B, T), with p, q = softmax(logits / T)."""
+    log_p = F.log_softmax(p_logits.float() / temperature, dim=-1)  # (B, T, V)
+    log_q = F.log_softmax(q_logits.float() / temperature, dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def forward_kl(student_logits, teacher_logits, temperature: float = 1.0, mask=None, normalizer=None):
+    """Eq. 4: T^2 * mean KL(p_T || q_S) = sum_v p_T (log p_T - log q_S). Mass-covering."""
+    return temperature ** 2 * _reduce(kl_per_position(teacher_logits, student_logits, temperature), mask, normalizer)
+
+
+def reverse_kl(student_logits, teacher_logits, temperature: float = 1.0, mask=None, normalizer=None):
+    """Eq. 5: T^2 * mean KL(q_S || p_T) = sum_v q_S (log q_S - log p_T). Mode-seeking."""
+    return temperature ** 2 * _reduce(kl_per_position(student_logits, teacher_logits, temperature), mask, normalizer)
+
+
+OBJECTIVES = {"fw": forward_kl, "rv": reverse_kl}
+
+
+def cross_entropy(logits, targets, ignore_index: int = -100, normalizer=None):
+    """Eq. 10: mean over positions whose target is not `ignore_index` of -log q_S(target), in fp32."""
+    total = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=ignore_index,
+                            reduction="sum")
+    count = normalizer if normalizer is not None else (targets != ignore_index).sum().clamp(min=1)
+    return total / count
+
+
+def mix_logits(teacher_logits, student_logits, lam: float):
+    """Eq. 2: z_mix = lam z_T + (1 - lam) stopgrad(z_S). The target is a constant of the step."""
+    if lam == 1.0:
+        return teacher_logits
+    return lam * teacher_logits.float() + (1.0 - lam) * student_logits.detach().float()
+
+
+def lambda_schedule(epoch: int, epochs: int, lam0: float = 0.9, lam_min: float = 0.3) -> float:
+    """Eq. 3: lambda_e = max(lam0 (1 - e / E), lam_min) at the start of 0-based epoch e of E."""
+    return max(lam0 * (1.0 - epoch / epochs), lam_min)
+
+
+def kd_loss(student_logits, teacher_logits: Sequence[torch.Tensor], objective: str, temperature: float = 2.0,
+            lam: float = 1.0, combine: str = "kl", mask=None, normalizer=None):
+    """L_KD against one or more teachers.
+
+    combine="logits": one target, the mean of the teachers' raw logits (Baby Llama's forward KL).
+    combine="kl": the mean over teachers of the divergence to each teacher (the paper's reverse KL).
+    Each target is mixed with the student's detached logits by `lam` (eq. 2; lam = 1 is no mixing).
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
+    if combine not in ("kl", "logits"):
+        raise ValueError(f"unknown teacher combination {combine!r}: use kl or logits")
+    targets = list(teacher_logits)
+    if combine == "logits" and len(targets) > 1:
+        targets = [torch.stack([t.float() for t in targets]).mean(0)]
+    fn = OBJECTIVES[objective]
+    losses = [fn(student_logits, mix_logits(t, student_logits, lam), temperature, mask, normalizer) for t in targets]
+    return sum(losses) / len(losses)
