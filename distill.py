@@ -1,0 +1,303 @@
+"""Distil the 58M Baby Llama student from one or two teachers (SPEC.md sections 4-5): forward or reverse KL
+(eqs. 4-5, reduced as eq. 1), teacher-student logit mixing (eq. 2), MiniLLM's single-step term, the
+step-wise (chunked) loss and the progressive lambda schedule (eq. 3); total loss eq. 9.
+
+    python distill.py --variant ChooBaCa-rv-1-24+ --preset debug --teacher1 debug --data synthetic --max-steps 20
+    python distill.py --objective rv --teachers 1 --data 2024            # ChooBaCa-rv-1-24 (paper, GPU)
+    python distill.py --objective rv --teachers 2 --data 2024 --plus     # ChooBaCa-rv-2-24+
+    torchrun --nproc_per_node 4 distill.py --variant ChooBaCa-fw-2-23
+
+Teachers are found as <work_dir>/teacher-<teacher1|teacher2>-<data>/ckpt_best.pt, or given with --teacher.
+Shape legend: B batch, T time, C = dim, V vocab, P prompt length.
+"""
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from tqdm import tqdm
+
+import model as M
+from losses import OBJECTIVES, cross_entropy, kd_loss, lambda_schedule
+from train_teacher import (RunLog, all_reduce_grads, autocast_ctx, broadcast_params, check_finite,
+                           configure_optimizer, estimate_val_loss, get_device, get_lr, load_checkpoint,
+                           next_token_targets, parse_config, prepare_run, resolve_precision, save_checkpoint,
+                           set_determinism, set_seed)
+
+VARIANT_RE = re.compile(r"^ChooBaCa-(fw|rv)-([12])-(23|24|syn)(\+?)$")
+DATA_TAG = {"2023": "23", "2024": "24", "synthetic": "syn"}
+
+
+@dataclass
+class DistillConfig:
+    variant: str = ""                  # e.g. ChooBaCa-rv-1-24+: sets objective, teachers, data and plus
+    objective: str = "fw"              # fw | rv
+    teachers: int = 1                  # 1: llama teacher; 2: llama and gpt2
+    data: str = "2024"                 # 2024 | 2023 | synthetic
+    plus: bool = False                 # the "+" variants: step-wise loss and progressive schedule, no single step
+    mixing: Optional[bool] = None      # technique switches; None: as the variant of Table 1 says
+    single_step: Optional[bool] = None
+    progressive: Optional[bool] = None
+    chunk_size: int = -1               # step-wise chunk k; -1: 32 for "+" variants, else 0 (whole sequence)
+    lam: float = 0.9                   # constant mixing coefficient when progressive is off
+    lam0: float = 0.9                  # eq. 3
+    lam_min: float = 0.3
+    alpha: float = 0.5                 # eq. 9 weight of cross-entropy
+    temperature: float = 2.0
+    kd_norm: str = "tokens"            # tokens: mean over B*T positions (eq. 1); batch: Baby Llama's divide-by-B
+    teacher_combine: str = "auto"      # auto (fw: logits, rv: kl) | logits | kl
+    prompt_len: int = 0                # single step: corpus prompt (0: half of seq_len, 64); the rest is sampled
+    teacher: list = None               # explicit teacher checkpoints (repeatable), overriding the convention
+    teacher1: str = "llama-360m"
+    teacher2: str = "gpt2-705m"
+    preset: str = "baby-llama-58m"
+    data_dir: str = ""
+    work_dir: str = "out"
+    out_dir: str = ""                  # default: <work_dir>/<variant>
+    vocab_size: int = 16000
+    separator: str = "none"
+    epochs: int = 6
+    max_steps: int = 0
+    stop_after: int = 0
+    batch_size: int = 32
+    micro_batch: int = 0
+    seq_len: int = 128
+    lr: float = 2.5e-4
+    warmup: int = 200
+    min_lr: float = 0.0
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 0
+    eval_max_seqs: int = 8192
+    ckpt_every: int = 100
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    deterministic: bool = False
+    resume: bool = False
+
+
+def variant_name(objective: str, teachers: int, data: str, plus: bool) -> str:
+    return f"ChooBaCa-{objective}-{teachers}-{DATA_TAG.get(data, data)}{'+' if plus else ''}"
+
+
+def resolve_variant(cfg: DistillConfig) -> DistillConfig:
+    """Fill the technique switches from Table 1 (SPEC section 5); explicit flags win."""
+    if cfg.variant:
+        m = VARIANT_RE.match(cfg.variant)
+        if not m:
+            raise ValueError(f"unknown variant {cfg.variant!r}: expected ChooBaCa-{{fw|rv}}-{{1|2}}-{{23|24}}[+], "
+                             f"e.g. ChooBaCa-rv-1-24+")
+        cfg.objective, cfg.teachers, cfg.plus = m.group(1), int(m.group(2)), m.group(4) == "+"
+        cfg.data = {v: k for k, v in DATA_TAG.items()}[m.group(3)]
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {cfg.objective!r}: use one of {', '.join(OBJECTIVES)}")
+    if cfg.teachers not in (1, 2):
+        raise ValueError(f"--teachers must be 1 or 2, not {cfg.teachers}")
+    if cfg.plus and cfg.objective != "rv":
+        raise ValueError("the '+' variants are reverse-KL only (Table 1): use --objective rv with --plus")
+    rv = cfg.objective == "rv"
+    cfg.variant = variant_name(cfg.objective, cfg.teachers, cfg.data, cfg.plus)
+    cfg.mixing = rv if cfg.mixing is None else cfg.mixing
+    cfg.single_step = (rv and not cfg.plus) if cfg.single_step is None else cfg.single_step
+    cfg.progressive = cfg.plus if cfg.progressive is None else cfg.progressive
+    cfg.chunk_size = (32 if cfg.plus else 0) if cfg.chunk_size < 0 else cfg.chunk_size
+    if cfg.teacher_combine == "auto":
+        cfg.teacher_combine = "kl" if rv else "logits"
+    if cfg.single_step and cfg.chunk_size:
+        raise ValueError("single step and step-wise chunks together are not implemented (no Table 1 variant "
+                         "uses both): pass --chunk-size 0 or --no-single-step")
+    if cfg.kd_norm not in ("tokens", "batch"):
+        raise ValueError(f"unknown --kd-norm {cfg.kd_norm!r}: use tokens or batch")
+    cfg.prompt_len = cfg.prompt_len or cfg.seq_len // 2
+    if cfg.single_step and not 0 < cfg.prompt_len < cfg.seq_len:
+        raise ValueError(f"--prompt-len {cfg.prompt_len} must lie inside the sequence of {cfg.seq_len}")
+    cfg.out_dir = cfg.out_dir or os.path.join(cfg.work_dir, cfg.variant)
+    return cfg
+
+
+def lambda_for_epoch(cfg: DistillConfig, epoch: int) -> float:
+    """Mixing coefficient of eq. 2 for this epoch: 1 (pure teacher) without mixing, eq. 3 when progressive."""
+    if not cfg.mixing:
+        return 1.0
+    return lambda_schedule(epoch, cfg.epochs, cfg.lam0, cfg.lam_min) if cfg.progressive else cfg.lam
+
+
+def teacher_paths(cfg: DistillConfig) -> list:
+    if cfg.teacher:
+        if len(cfg.teacher) != cfg.teachers:
+            raise ValueError(f"{cfg.teachers} teacher(s) asked for but {len(cfg.teacher)} --teacher path(s) given")
+        return list(cfg.teacher)
+    paths = []
+    for preset in [cfg.teacher1, cfg.teacher2][:cfg.teachers]:
+        path = os.path.join(cfg.work_dir, f"teacher-{preset}-{cfg.data}", "ckpt_best.pt")
+        if not os.path.isfile(path):
+            raise ValueError(f"no {preset} teacher at {path}: train it first with `python train_teacher.py "
+                             f"--preset {preset} --data {cfg.data} --work-dir {cfg.work_dir}` or pass --teacher")
+        paths.append(path)
+    return paths
+
+
+def load_teacher(path: str, tok, device) -> M.Transformer:
+    """A frozen teacher in eval mode; refused when it was trained with another tokenizer."""
+    teacher, ckpt = M.load_model(path, device)
+    if ckpt.get("tokenizer_sha") != tok.sha or teacher.config.vocab_size != tok.vocab_size:
+        raise ValueError(f"teacher {path} was trained with another tokenizer (vocab {teacher.config.vocab_size}, "
+                         f"sha {str(ckpt.get('tokenizer_sha'))[:8]}) than this student's (vocab {tok.vocab_size}, "
+                         f"sha {tok.sha[:8]}): retrain the teacher on the same --data/--vocab-size")
+    return teacher.eval().requires_grad_(False)
+
+
+def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, backward_scale, generator=None):
+    """Forward and backward of one micro-batch x (b, T) for eq. 9; returns (CE, KD) as floats.
+
+    The student's trunk runs once; the output head, the teachers' heads and the loss run chunk by chunk
+    (k = chunk_size, or the whole sequence), each chunk normalised by the whole micro-batch's counts and
+    back-propagated at once into a detached copy of the hidden states, whose gradient then flows through
+    the trunk in one backward. Value and gradients equal the unchunked loss; only one chunk's (b, k, V)
+    logits exist at a time. `backward_scale(loss)` applies 1/grad_accum and the fp16 loss scale.
+    With single step, the KD sequence is the prompt x[:, :P] continued by sampling from softmax(z_mix),
+    and the KD counts only the sampled positions; CE stays on x.
+    """
+    b, T = x.shape
+    targets = next_token_targets(x)  # (b, T)
+    kd_x, kd_mask = x, None
+    if cfg.single_step:
+        P = cfg.prompt_len
+        mix = lambda zs: lam * torch.stack(zs[1:]).mean(0) + (1 - lam) * zs[0]  # noqa: E731 (eq. 2, teachers averaged)
+        with autocast_ctx(x.device, cfg.precision):
+            kd_x = M.generate([student, *teachers], x[:, :P], T - P, mix=mix, generator=generator)  # (b, T)
+        kd_mask = torch.zeros(b, T, dtype=torch.bool, device=x.device)
+        kd_mask[:, P - 1:T - 1] = True  # logits at P-1 .. T-2 predict the sampled tokens
+    n_ce = (targets != -100).sum()
+    n_kd = b if cfg.kd_norm == "batch" else (kd_mask.sum() if kd_mask is not None else b * T)
+    with autocast_ctx(x.device, cfg.precision):
+        h = student.hidden(x if kd_x is x else torch.cat([x, kd_x]))  # (b or 2b, T, C)
+        with torch.no_grad():
+            h_teachers = [t.hidden(kd_x) for t in teachers]  # each (b, T, C_t)
+    h_detached = h.detach().requires_grad_()
+    h_ce, h_kd = h_detached[:b], h_detached[b:] if kd_x is not x else None
+    k = cfg.chunk_size or T
+    ce_total = kd_total = 0.0
+    for s in range(0, T, k):
+        with autocast_ctx(x.device, cfg.precision):
+            z_ce = student.head(h_ce[:, s:s + k])  # (b, k, V)
+            z_kd = z_ce if h_kd is None else student.head(h_kd[:, s:s + k])
+            with torch.no_grad():
+                z_teachers = [t.head(ht[:, s:s + k]) for t, ht in zip(teachers, h_teachers)]
+        ce = cross_entropy(z_ce, targets[:, s:s + k], normalizer=n_ce)
+        mask = kd_mask[:, s:s + k] if kd_mask is not None else None
+        kd = kd_loss(z_kd, z_teachers, cfg.objective, cfg.temperature, lam, cfg.teacher_combine, mask, n_kd)
+        backward_scale(cfg.alpha * ce + (1 - cfg.alpha) * kd).backward()
+        ce_total, kd_total = ce_total + ce.item(), kd_total + kd.item()
+    h.backward(h_detached.grad)  # the trunk's backward, once
+    return ce_total, kd_total
+
+
+def train(cfg: DistillConfig) -> dict:
+    cfg = resolve_variant(cfg)
+    if cfg.deterministic:
+        set_determinism()
+    set_seed(cfg.seed)
+    device = get_device(cfg.device)
+    corpus, batches, val, micro, accum, rank, world = prepare_run(cfg, device)
+    teachers = [load_teacher(p, corpus.tokenizer, device) for p in teacher_paths(cfg)]
+    student = M.build_model(M.get_config(cfg.preset, vocab_size=corpus.tokenizer.vocab_size), seed=cfg.seed).to(device)
+    total = batches.steps_per_epoch * cfg.epochs
+    total = min(total, cfg.max_steps) if cfg.max_steps else total
+    cfg.precision = resolve_precision(cfg.precision, device, student, val[:micro].to(device))
+    optimizer = configure_optimizer(student, cfg.lr, cfg.weight_decay, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + 2 + rank)  # single-step sampling
+    step, best_val = 0, float("inf")
+    last = os.path.join(cfg.out_dir, "ckpt_last.pt")
+    if cfg.resume and os.path.isfile(last):
+        ckpt = load_checkpoint(last, student, optimizer, scaler)
+        step, best_val = ckpt["step"], ckpt["best_val"]
+        generator.set_state(ckpt["sampler_rng"].to(generator.get_state().device))
+    log = RunLog(cfg.out_dir, step if cfg.resume else -1, enabled=rank == 0)
+    student.train()
+    broadcast_params(student, world)
+    if cfg.compile:  # the trunk is what is worth compiling; heads and losses run per chunk
+        student.hidden = torch.compile(student.hidden)
+    if rank == 0:
+        print(f"{cfg.variant}: student {cfg.preset} {student.num_params():,} params, teachers "
+              f"{[t.config.arch + ':' + str(t.num_params()) for t in teachers]} | {cfg.objective} KL, mixing "
+              f"{cfg.mixing}, single step {cfg.single_step}, chunk {cfg.chunk_size}, progressive {cfg.progressive} | "
+              f"{cfg.precision} on {device} | {total} steps of {cfg.batch_size}x{cfg.seq_len} | out {cfg.out_dir}")
+    bar = tqdm(total=total, initial=step, disable=rank != 0, unit="step", dynamic_ncols=True)
+    t_last, since, skipped = time.perf_counter(), 0, 0
+    limit = min(total, cfg.stop_after or total)
+    while step < limit:
+        epoch, start = divmod(step, batches.steps_per_epoch)
+        lam = lambda_for_epoch(cfg, epoch)
+        for _, batch in batches.epoch(epoch, start):
+            lr_now = get_lr(step, cfg.lr, cfg.warmup, total, cfg.min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_now
+            loss_sum = ce_sum = kd_sum = 0.0
+            for x in batch.to(device).split(micro):  # gradient accumulation
+                ce, kd = distill_micro_step(student, teachers, x, cfg, lam, lambda l: scaler.scale(l / accum), generator)
+                ce_sum, kd_sum = ce_sum + ce / accum, kd_sum + kd / accum
+            loss_sum = cfg.alpha * ce_sum + (1 - cfg.alpha) * kd_sum
+            check_finite(loss_sum, step, cfg.precision)
+            all_reduce_grads(student, world)
+            scaler.unscale_(optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip).item()
+            scale_before = scaler.get_scale()
+            scaler.step(optimizer)
+            scaler.update()
+            skipped += int(scaler.is_enabled() and scaler.get_scale() < scale_before)  # fp16 inf/NaN: step skipped
+            optimizer.zero_grad(set_to_none=True)
+            step, since = step + 1, since + 1
+            bar.update(1)
+            end_of_epoch = step % batches.steps_per_epoch == 0 or step == total
+            if rank == 0 and (step % cfg.log_every == 0 or end_of_epoch):
+                tok_s = since * cfg.batch_size * cfg.seq_len / (time.perf_counter() - t_last)
+                bar.set_postfix(loss=f"{loss_sum:.3f}", ce=f"{ce_sum:.3f}", kd=f"{kd_sum:.3f}", tok_s=f"{tok_s:,.0f}")
+                log.write(step=step, epoch=epoch, loss=loss_sum, ce=ce_sum, kd=kd_sum, lam=lam, lr=lr_now,
+                          grad_norm=norm, tok_s=tok_s, skipped_steps=skipped)
+                t_last, since = time.perf_counter(), 0
+            t_pause = time.perf_counter()  # validation and checkpoints do not count against tokens/s
+            extra = {"sampler_rng": generator.get_state(), "variant": cfg.variant}
+            if end_of_epoch or (cfg.eval_every and step % cfg.eval_every == 0):
+                val_loss = estimate_val_loss(student, val, micro, device, cfg.precision)  # plain student CE
+                log.write(step=step, epoch=epoch, val_loss=val_loss)
+                if rank == 0:
+                    tqdm.write(f"step {step}/{total} | epoch {epoch} | lambda {lam:.2f} | val loss {val_loss:.4f}")
+                if val_loss < best_val:
+                    best_val = val_loss
+                    if rank == 0:
+                        save_checkpoint(os.path.join(cfg.out_dir, "ckpt_best.pt"), student, optimizer, scaler, step,
+                                        cfg, best_val, corpus.tokenizer, **extra)
+            stopping = step >= limit
+            if rank == 0 and (step % cfg.ckpt_every == 0 or end_of_epoch or stopping):
+                save_checkpoint(last, student, optimizer, scaler, step, cfg, best_val, corpus.tokenizer, **extra)
+            t_last += time.perf_counter() - t_pause
+            if stopping:
+                break
+    bar.close()
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return {"step": step, "best_val": best_val, "precision": cfg.precision, "out_dir": cfg.out_dir,
+            "variant": cfg.variant}
+
+
+def main(argv=None):
+    try:
+        cfg = parse_config(DistillConfig, argv, __doc__)
+        summary = train(cfg)
+    except (ValueError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"done: {summary}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""distill.py: Table 1 parsing, the step-wise loss against a direct computation, the single-step term,
+teacher checks, and a two-step run of all twelve variants."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import data as D
+import distill as DS
+import model as M
+import train_teacher as TT
+from losses import cross_entropy, kd_loss
+
+TABLE1 = {  # variant -> (objective, teachers, data, mixing, single step, chunked, progressive)
+    "ChooBaCa-fw-2-23": ("fw", 2, "2023", False, False, False, False),
+    "ChooBaCa-fw-1-23": ("fw", 1, "2023", False, False, False, False),
+    "ChooBaCa-fw-2-24": ("fw", 2, "2024", False, False, False, False),
+    "ChooBaCa-fw-1-24": ("fw", 1, "2024", False, False, False, False),
+    "ChooBaCa-rv-2-23": ("rv", 2, "2023", True, True, False, False),
+    "ChooBaCa-rv-1-23": ("rv", 1, "2023", True, True, False, False),
+    "ChooBaCa-rv-2-24": ("rv", 2, "2024", True, True, False, False),
+    "ChooBaCa-rv-1-24": ("rv", 1, "2024", True, True, False, False),
+    "ChooBaCa-rv-2-23+": ("rv", 2, "2023", True, False, True, True),
+    "ChooBaCa-rv-1-23+": ("rv", 1, "2023", True, False, True, True),
+    "ChooBaCa-rv-2-24+": ("rv", 2, "2024", True, False, True, True),
+    "ChooBaCa-rv-1-24+": ("rv", 1, "2024", True, False, True, True),
+}
+
+
+@pytest.mark.parametrize("name", TABLE1)
+def test_parse_all_twelve_variants(name):
+    c = DS.resolve_variant(DS.DistillConfig(variant=name))
+    assert (c.objective, c.teachers, c.data, c.mixing, c.single_step, c.chunk_size > 0, c.progressive) == TABLE1[name]
+    assert c.variant == name and c.out_dir == os.path.join("out", name)
+    assert c.chunk_size in (0, 32) and c.teacher_combine == ("kl" if c.objective == "rv" else "logits")
+    flags = DS.resolve_variant(DS.DistillConfig(objective=c.objective, teachers=c.teachers, data=c.data,
+                                                plus=name.endswith("+")))
+    assert flags.variant == name
+
+
+def test_bad_variants_and_flag_overrides():
+    for bad in ["ChooBaCa-kl-1-24", "ChooBaCa-rv-3-24", "ChooBaCa-fw-1-24+", "choobaca-rv-1-24"]:
+        with pytest.raises(ValueError):
+            DS.resolve_variant(DS.DistillConfig(variant=bad))
+    c = DS.resolve_variant(DS.DistillConfig(variant="ChooBaCa-rv-1-24+", progressive=False, chunk_size=16))
+    assert not c.progressive and c.chunk_size == 16 and c.mixing
+
+
+def test_lambda_per_variant():
+    fw, rv, plus = (DS.resolve_variant(DS.DistillConfig(variant=v))
+                    for v in ("ChooBaCa-fw-1-24", "ChooBaCa-rv-1-24", "ChooBaCa-rv-1-24+"))
+    assert [DS.lambda_for_epoch(fw, e) for e in range(6)] == [1.0] * 6
+    assert [DS.lambda_for_epoch(rv, e) for e in range(6)] == [0.9] * 6
+    assert [DS.lambda_for_epoch(plus, e) for e in range(6)] == pytest.approx([0.9, 0.75, 0.6, 0.45, 0.3, 0.3])
+
+
+def models(n_teachers):
+    student = M.build_model(M.get_config("debug", vocab_size=64), seed=1)
+    teachers = [M.build_model(M.get_config(p, vocab_size=64, dropout=0.0), seed=2 + i).eval()
+                for i, p in enumerate(["debug", "debug-gpt2"][:n_teachers])]
+    return student, teachers
+
+
+def grads(m):
+    return [p.grad.clone() for p in m.parameters()]
+
+
+@pytest.mark.parametrize("objective,n_teachers,lam,combine,kd_norm", [
+    ("rv", 1, 0.9, "kl", "tokens"), ("fw", 2, 1.0, "logits", "tokens"), ("rv", 2, 0.6, "kl", "batch"),
+    ("rv", 2, 0.75, "logits", "tokens")])
+def test_step_wise_loss_equals_direct_unchunked_loss(objective, n_teachers, lam, combine, kd_norm):
+    student, teachers = models(n_teachers)
+    x = torch.randint(0, 64, (3, 32))
+    cfg = DS.DistillConfig(objective=objective, alpha=0.5, temperature=2.0, teacher_combine=combine,
+                           kd_norm=kd_norm, single_step=False, precision="fp32")
+    zs = student(x)
+    with torch.no_grad():
+        zts = [t(x) for t in teachers]
+    norm = 3 if kd_norm == "batch" else None
+    ce, kd = cross_entropy(zs, TT.next_token_targets(x)), kd_loss(zs, zts, objective, 2.0, lam, combine, None, norm)
+    (0.5 * ce + 0.5 * kd).backward()
+    want = grads(student)
+    for k in (0, 8, 5):  # whole sequence, even chunks, a ragged last chunk
+        student.zero_grad()
+        cfg.chunk_size = k
+        got_ce, got_kd = DS.distill_micro_step(student, teachers, x, cfg, lam, lambda l: l)
+        assert got_ce == pytest.approx(ce.item(), abs=1e-5) and got_kd == pytest.approx(kd.item(), abs=1e-5)
+        for g, w in zip(grads(student), want):
+            torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("n_teachers", [1, 2])
+def test_single_step_term_equals_a_direct_computation(n_teachers):
+    student, teachers = models(n_teachers)
+    x = torch.randint(0, 64, (2, 24))
+    P, lam = 10, 0.8
+    cfg = DS.DistillConfig(objective="rv", single_step=True, chunk_size=0, prompt_len=P, precision="fp32",
+                           teacher_combine="kl")
+    ce, kd = DS.distill_micro_step(student, teachers, x, cfg, lam, lambda l: l, torch.Generator().manual_seed(5))
+    got = grads(student)
+    student.zero_grad()
+    mix = lambda zs: lam * torch.stack(zs[1:]).mean(0) + (1 - lam) * zs[0]  # noqa: E731
+    seq = M.generate([student, *teachers], x[:, :P], 24 - P, mix=mix, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(seq[:, :P], x[:, :P]) and not torch.equal(seq, x)
+    mask = torch.zeros(2, 24, dtype=torch.bool)
+    mask[:, P - 1:-1] = True
+    zs = student(seq)
+    with torch.no_grad():
+        zts = [t(seq) for t in teachers]
+    want_kd = kd_loss(zs, zts, "rv", 2.0, lam, "kl", mask)
+    want_ce = cross_entropy(student(x), TT.next_token_targets(x))
+    (0.5 * want_ce + 0.5 * want_kd).backward()
+    assert ce == pytest.approx(want_ce.item(), abs=1e-5) and kd == pytest.approx(want_kd.item(), abs=1e-5)
+    for g, w in zip(got, grads(student)):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
+
+
+def write_layout(root, data, n_lines=400, seed=0):
+    """The 2023/2024 folder layouts filled with synthetic sentences (the real files are not here)."""
+    rng = np.random.default_rng(seed)
+    train_dir, sources, dev_dir = D.LAYOUTS[data]
+    for folder, ext, n in ((train_dir, "train", n_lines), (dev_dir, "dev", 60)):
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+        for s in sources:
+            with open(os.path.join(root, folder, f"{s}.{ext}"), "w") as f:
+                f.write("\n".join(D._synthetic_sentence(rng) for _ in range(n)) + "\n")
+
+
+@pytest.fixture(scope="module")
+def twelve(tmp_path_factory):
+    root = tmp_path_factory.mktemp("twelve")
+    common = dict(work_dir=str(root / "work"), vocab_size=320, seq_len=32, device="cpu", precision="fp32",
+                  batch_size=4, max_steps=2, warmup=1, eval_max_seqs=16, log_every=1)
+    for data in ("2023", "2024"):
+        write_layout(str(root / data), data)
+        for preset in ("debug", "debug-gpt2"):
+            TT.train(TT.TrainConfig(preset=preset, data=data, data_dir=str(root / data), **common))
+    return root, common
+
+
+@pytest.mark.parametrize("name", TABLE1)
+def test_two_step_distillation_of_every_variant(twelve, name):
+    root, common = twelve
+    data = TABLE1[name][2]
+    out = DS.train(DS.DistillConfig(variant=name, preset="debug", teacher1="debug", teacher2="debug-gpt2",
+                                    data_dir=str(root / data), prompt_len=16, **common))
+    assert out["step"] == 2 and out["variant"] == name
+    log = [json.loads(line) for line in open(os.path.join(out["out_dir"], "log.jsonl"))]
+    steps = [r for r in log if "kd" in r]
+    assert len(steps) == 2 and all(np.isfinite(r["kd"]) and r["kd"] >= 0 and r["ce"] > 0 for r in steps)
+    assert steps[0]["lam"] == (1.0 if "fw" in name else 0.9)
+    assert json.load(open(os.path.join(out["out_dir"], "config.json")))["variant"] == name
+
+
+def test_teacher_errors_are_one_clear_line(twelve, tmp_path):
+    root, common = twelve
+    base = dict(common, data="2024", data_dir=str(root / "2024"), preset="debug", teacher1="debug")
+    with pytest.raises(ValueError, match="no gpt2-705m teacher.*train_teacher.py --preset gpt2-705m"):
+        DS.train(DS.DistillConfig(objective="rv", teachers=2, **base))
+    other = os.path.join(common["work_dir"], "teacher-debug-2023", "ckpt_best.pt")  # 2023 tokenizer
+    with pytest.raises(ValueError, match="trained with another tokenizer"):
+        DS.train(DS.DistillConfig(objective="rv", teachers=1, teacher=[other], **base))
