@@ -1,0 +1,146 @@
+"""evaluate.py: scores against hand computations, the tie rule, EWoK target tokens (made-up sentences, never
+EWoK's), the metrics on hand-worked cases, a GLUE fine-tune, output files, and the real data's counts."""
+import argparse
+import gzip
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import data as D
+import evaluate as E
+import model as M
+from conftest import EVAL_DIR
+
+
+@pytest.fixture(scope="module")
+def tok_model(syn):
+    _, flags = syn
+    corpus = D.prepare(flags["data"], flags["data_dir"], flags["vocab_size"], flags["work_dir"])
+    m = M.build_model(M.get_config("debug", vocab_size=corpus.tokenizer.vocab_size), seed=4).eval()
+    return corpus.tokenizer, m
+
+
+def test_sequence_score_equals_hand_computed_log_prob_sum():
+    m = M.build_model(M.get_config("debug"), seed=2).eval()
+    seqs = [[1, 5, 9, 33, 7], [1, 8], [1, 400, 3, 3, 3, 3, 3, 2], [7, 7, 7]]
+    starts = [1, 1, 3, 2]
+    got = E.sequence_logprobs(m, seqs, starts, torch.device("cpu"), "fp32", batch_tokens=10)
+    for s, i, g in zip(seqs, starts, got):
+        with torch.no_grad():
+            lp = F.log_softmax(m(torch.tensor([s]))[0].double(), -1)
+        want = sum(lp[j - 1, s[j]].item() for j in range(i, len(s)))
+        assert g == pytest.approx(want, abs=1e-4)
+
+
+def test_ties_count_as_right_and_predictions_format(tok_model):
+    tok, m = tok_model
+    rows = [{"sentence_good": "The dog runs.", "sentence_bad": "The dog runs."},
+            {"sentence_good": "The dogs run.", "sentence_bad": "Dogs the run."}]
+    acc, items, preds = E.zero_shot(m, tok, {"blimp": {"toy": rows}}, torch.device("cpu"), "fp32")
+    assert items["blimp"]["toy"][0] == "1"
+    p = preds["blimp"]["toy"]["predictions"]
+    assert [r["id"] for r in p] == ["toy_0", "toy_1"] and p[0]["pred"] == " The dog runs."
+    assert p[1]["pred"] in (" The dogs run.", " Dogs the run.")
+    assert acc["blimp"]["toy"] == np.mean([c == "1" for c in items["blimp"]["toy"]])
+
+
+def test_ewok_target_tokens_come_from_the_joint_encoding(tok_model):
+    tok, _ = tok_model
+    rows = [{"Context1": "The cup is on the table.", "Target1": "The cup is high.", "Target2": "The cup is low."},
+            {"Context1": "Mia has three apples.", "Target1": "She has more than two.", "Target2": "She has none."}]
+    ((good, good_start), (bad, bad_start)), (gs, bs) = E.pair_sequences(tok, "ewok", rows)
+    for r, g, gst, b, bst in zip(rows, good, good_start, bad, bad_start):
+        ctx = tok.encode(r["Context1"])
+        assert gst == bst == len(ctx) and g[0] != tok.bos_id  # no BOS
+        assert g == tok.encode(r["Context1"] + " " + r["Target1"]) and g[:len(ctx)] == ctx
+        assert tok.decode(g[gst:]) == r["Target1"] and tok.decode(b[bst:]) == r["Target2"]
+    assert gs == [" The cup is high.", " She has more than two."] and bs[1] == " She has none."
+
+
+def test_blimp_scoring_is_bos_plus_sentence_with_every_token_scored(tok_model):
+    tok, _ = tok_model
+    ((good, starts), _), _ = E.pair_sequences(tok, "blimp", [{"sentence_good": "Is the cat happy?",
+                                                            "sentence_bad": "Is the cat happy"}])
+    assert good[0] == [tok.bos_id] + tok.encode(" Is the cat happy?") and starts == [1]
+
+
+def test_metrics_on_hand_worked_cases():
+    y, p = [1, 1, 0, 0], [1, 0, 0, 1]
+    assert E.accuracy(y, p) == 0.5 and E.f1_binary(y, p) == 0.5 and E.mcc(y, p) == 0.0
+    y, p = [1, 1, 1, 0, 0], [1, 1, 0, 0, 1]  # tp 2, fp 1, fn 1, tn 1
+    assert E.f1_binary(y, p) == pytest.approx(4 / 6)
+    assert E.mcc(y, p) == pytest.approx((2 * 1 - 1 * 1) / np.sqrt(3 * 3 * 2 * 2))
+    assert E.mcc([1, 0, 1], [1, 1, 1]) == 0.0  # an empty column
+    assert E.mcc([1, 0, 1, 0], [1, 0, 1, 0]) == pytest.approx(1.0) and E.f1_binary([0, 0], [0, 0]) == 0.0
+    assert E.accuracy([0, 1, 2], [0, 2, 2]) == pytest.approx(2 / 3)
+
+
+def test_glue_finetune_trains_the_head_and_reports_its_metric(tok_model):
+    tok, m = tok_model
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(160):
+        label = int(rng.integers(2))
+        rows.append({"sentence": f"{'The dogs' if label else 'A cat'} {'sleep' if label else 'sleeps'} now.",
+                     "label": label})
+    out = E.finetune(m, tok, "cola", rows[:128], {"cola": rows[128:]}, torch.device("cpu"), "fp32", lr=3e-3,
+                     batch_size=16, max_epochs=4)
+    r = out["cola"]
+    assert r["metric"] == "mcc" and r["score"] > 0.9 and len(r["pred"]) == 32 and len(r["right"]) == 32
+    assert r["history"][-1]["loss"] < r["history"][0]["loss"] or r["history"][0]["f1"] > 0.9
+    assert sum(p.numel() for p in m.parameters()) == m.num_params()  # the backbone itself was not changed
+    assert E.glue_text("wsc", {"span1_text": "Joe", "span2_text": "he", "text": "T."})[0] == \
+        'Does "he" refer to "Joe" in this passage?'
+    assert E.glue_text("multirc", {"question": "Q?", "answer": "A", "paragraph": "P."}) == ("Question: Q? Answer: A", "P.")
+
+
+def test_evaluate_writes_results_tables_and_predictions(tok_model, syn, tmp_path):
+    tok, m = tok_model
+    root, _ = syn
+    M.save_model(m, str(tmp_path / "ckpt.pt"), tokenizer_path=tok.path, tokenizer_sha=tok.sha, variant="toy")
+    eval_dir = tmp_path / "eval"
+    (eval_dir / "glue_filtered").mkdir(parents=True)
+    os.symlink(root / "corpus" / "evaluation_data" / "blimp_filtered", eval_dir / "blimp_filtered")
+    rows = [{"sentence": "The dog runs.", "label": i % 2} for i in range(20)]
+    for split in ("train", "valid"):
+        (eval_dir / "glue_filtered" / f"cola.{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (eval_dir / "glue_filtered" / "rte.valid.jsonl").write_text(json.dumps({"sentence1": "a", "sentence2": "b",
+                                                                           "label": 0}) + "\n")
+    args = argparse.Namespace(tokenizer="", device="cpu", precision="fp32", out_dir=str(tmp_path / "out"),
+                              tasks="blimp,glue", eval_dir=str(eval_dir), glue_tasks="cola,rte",
+                              max_train_examples=8, max_epochs=1)
+    res = E.evaluate(str(tmp_path / "ckpt.pt"), args)
+    assert set(res["zero_shot"]["blimp"]) == {"synthetic_subject_verb", "synthetic_determiner_noun",
+                                              "synthetic_relative_clause"}
+    assert res["glue_skipped"] == {"rte": "no training file"} and res["glue"]["cola"]["n_train"] == 8
+    assert any("at most 8" in d for d in res["departures"])
+    saved = json.load(open(tmp_path / "out" / "results.json"))
+    assert saved["scores"]["blimp"] == pytest.approx(np.mean(list(saved["zero_shot"]["blimp"].values())))
+    preds = json.load(gzip.open(tmp_path / "out" / "predictions.json.gz"))
+    assert len(preds["blimp"]["synthetic_subject_verb"]["predictions"]) == 30
+    assert preds["glue"]["cola"]["predictions"][0]["id"] == "cola_0"
+    assert "| glue | CoLA (MCC) |" in open(tmp_path / "out" / "tables.md").read()
+    args.glue_tasks = "cola,sst2"
+    with pytest.raises(ValueError, match="lacks the sst2 task"):
+        E.evaluate(str(tmp_path / "ckpt.pt"), args)
+    with pytest.raises(ValueError, match="not found"):
+        E.load_zero_shot(str(tmp_path / "nowhere"), ["blimp"])
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(EVAL_DIR, "blimp_filtered")), reason="no BabyLM eval data here")
+def test_real_evaluation_data_loads_with_the_official_counts():
+    suites = E.load_zero_shot(EVAL_DIR, ["blimp", "supplement", "ewok"])
+    assert len(suites["blimp"]) == 67 and sum(map(len, suites["blimp"].values())) == 59_875
+    assert sorted(suites["blimp_supplement"]) == sorted(E.SUPPLEMENT)
+    assert sum(map(len, suites["blimp_supplement"].values())) == 5_218
+    assert sorted(suites["ewok"]) == sorted(E.EWOK) and sum(map(len, suites["ewok"].values())) == 7_618
+    terms = {r[0]["linguistics_term"] for r in suites["blimp"].values()}
+    assert len(terms) == 13 and set(E.phenomenon_scores(suites["blimp"], {u: 0.5 for u in suites["blimp"]})) \
+        == set(E.PHENOMENA)
+    for task in E.GLUE:
+        rows = E.read_jsonl(os.path.join(EVAL_DIR, "glue_filtered", f"{task}.valid.jsonl"))
+        assert rows and all(len(E.glue_text(task, r)) == 2 and "label" in r for r in rows[:50])
