@@ -42,7 +42,9 @@ VAL_SEED = 1234  # one fixed validation subset, shared by every teacher and stud
 
 
 def default_data_dir(data: str) -> str:
-    return os.environ.get("BABYLM_DIR") or os.path.join("data", f"babylm_{data}")
+    """$BABYLM_DIR for 2024, $BABYLM_2023_DIR for 2023, else data/babylm_<data>."""
+    env = {"2024": "BABYLM_DIR", "2023": "BABYLM_2023_DIR"}.get(data, "")
+    return os.environ.get(env) or os.path.join("data", f"babylm_{data}")
 
 
 def corpus_files(data: str, data_dir: str) -> tuple:
@@ -401,7 +403,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("command", choices=["prepare", "download"])
     p.add_argument("--data", default="2024", choices=list(LAYOUTS))
-    p.add_argument("--data-dir", default=None, help="default: $BABYLM_DIR, else data/babylm_<data>")
+    p.add_argument("--data-dir", default=None, help="default: $BABYLM_DIR (2024) / $BABYLM_2023_DIR, else data/babylm_<data>")
     p.add_argument("--dest", default=None, help="download target (default: data/babylm_<data>)")
     p.add_argument("--vocab-size", type=int, default=16000)
     p.add_argument("--max-sentences", type=int, default=2_000_000)

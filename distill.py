@@ -128,6 +128,12 @@ def lambda_for_epoch(cfg: DistillConfig, epoch: int) -> float:
     return lambda_schedule(epoch, cfg.epochs, cfg.lam0, cfg.lam_min) if cfg.progressive else cfg.lam
 
 
+def schedule_epoch(step: int, total: int, epochs: int) -> int:
+    """The epoch of eq. 3 at this step: the real epoch for a full run; when --max-steps cuts the run short,
+    the steps taken are split into `epochs` equal parts, so the schedule still runs its whole course."""
+    return min(epochs - 1, step * epochs // total)
+
+
 def teacher_paths(cfg: DistillConfig) -> list:
     if cfg.teacher:
         if len(cfg.teacher) != cfg.teachers:
@@ -235,8 +241,8 @@ def train(cfg: DistillConfig) -> dict:
     limit = min(total, cfg.stop_after or total)
     while step < limit:
         epoch, start = divmod(step, batches.steps_per_epoch)
-        lam = lambda_for_epoch(cfg, epoch)
         for _, batch in batches.epoch(epoch, start):
+            lam = lambda_for_epoch(cfg, schedule_epoch(step, total, cfg.epochs))
             lr_now = get_lr(step, cfg.lr, cfg.warmup, total, cfg.min_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr_now

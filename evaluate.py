@@ -431,6 +431,17 @@ def write_outputs(res: dict, out_dir: str):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:
+        r = argparse.ArgumentParser(description="results.md over every evaluated run in --work-dir")
+        r.add_argument("report")
+        r.add_argument("--work-dir", default="out")
+        r.add_argument("--out", default="results.md")
+        r.add_argument("--header-file", default="", help="Markdown put at the top (command, date, machine)")
+        a = r.parse_args(argv)
+        header = open(a.header_file).read() if a.header_file else "# Results\n"
+        print(report(a.work_dir, a.out, header))
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("checkpoints", nargs="+")
     p.add_argument("--eval-dir", default=os.environ.get("BABYLM_EVAL_DIR", os.path.join("data", "evaluation_data")))
@@ -451,6 +462,123 @@ def main(argv=None):
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+
+# ---------------------------------------------------------------------------------------------------------
+# report: results.md over every evaluated run, beside the paper's numbers, with the paper's claims tested
+
+
+def paired_bootstrap(items_a: dict, items_b: dict, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """Resampled differences of the macro score (mean over tasks of per-task accuracy), A minus B: the
+    same items drawn for both models, independently within each task. Returns (n_boot,)."""
+    rng = np.random.default_rng(seed)
+    diffs = np.zeros(n_boot)
+    tasks = sorted(set(items_a) & set(items_b))
+    for t in tasks:
+        d = np.array([int(a) - int(b) for a, b in zip(items_a[t], items_b[t])], dtype=np.float64)
+        for lo in range(0, n_boot, 50):  # 50 resamples at a time bounds memory on 20k-item tasks
+            idx = rng.integers(0, len(d), size=(min(50, n_boot - lo), len(d)))
+            diffs[lo:lo + len(idx)] += d[idx].mean(1)
+    return diffs / max(1, len(tasks))
+
+
+BENCHMARKS = {"blimp": "BLiMP", "blimp_supplement": "BLiMP suppl.", "ewok": "EWoK", "glue": "GLUE"}
+CLAIMS = [("one teacher vs two (reverse KL)", "rv-1-{d}", "rv-2-{d}"),
+          ("one teacher vs two (reverse KL, +)", "rv-1-{d}+", "rv-2-{d}+"),
+          ("reverse vs forward KL (one teacher)", "rv-1-{d}", "fw-1-{d}"),
+          ("reverse vs forward KL (two teachers)", "rv-2-{d}", "fw-2-{d}"),
+          ("+ vs plain (one teacher)", "rv-1-{d}+", "rv-1-{d}"),
+          ("+ vs plain (two teachers)", "rv-2-{d}+", "rv-2-{d}")]
+
+
+def claim_rows(runs: dict, data_tag: str) -> list:
+    """Each claim as ours: the difference A - B (points) per benchmark and macro, 95% paired-bootstrap CI."""
+    out = []
+    for label, a, b in CLAIMS:
+        a, b = f"ChooBaCa-{a.format(d=data_tag)}", f"ChooBaCa-{b.format(d=data_tag)}"
+        if a not in runs or b not in runs:
+            continue
+        cells, macro = [], []
+        for key in BENCHMARKS:
+            ia, ib = runs[a].get("items", {}).get(key), runs[b].get("items", {}).get(key)
+            if not ia or not ib:
+                cells.append("-")
+                continue
+            boot = 100 * paired_bootstrap(ia, ib)
+            macro.append(boot)
+            diff = 100 * (runs[a]["scores"][key] - runs[b]["scores"][key])
+            lo, hi = np.percentile(boot, [2.5, 97.5])
+            cells.append(f"{diff:+.1f} [{lo:+.1f}, {hi:+.1f}]{'' if lo > 0 or hi < 0 else ' ~'}")
+        if len(macro) == len(BENCHMARKS):
+            m = np.mean(macro, axis=0)
+            lo, hi = np.percentile(m, [2.5, 97.5])
+            diff = 100 * (runs[a]["scores"]["macroaverage"] - runs[b]["scores"]["macroaverage"])
+            cells.append(f"{diff:+.1f} [{lo:+.1f}, {hi:+.1f}]{'' if lo > 0 or hi < 0 else ' ~'}")
+        else:
+            cells.append("-")
+        out.append(f"| {label} | {a} - {b} | " + " | ".join(cells) + " |")
+    return out
+
+
+def read_csv(path: str) -> list:
+    import csv
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def report(work_dir: str, out_path: str, header: str = "") -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    paper2, paper3 = read_csv(os.path.join(here, "paper_table2.csv")), read_csv(os.path.join(here, "paper_table3.csv"))
+    variants = [c for c in paper2[0] if c.startswith("ChooBaCa")]
+    runs = {}
+    for v in variants + [v.replace("-24", "-syn") for v in variants if "-24" in v]:
+        path = os.path.join(work_dir, v, "eval", "results.json")
+        if os.path.isfile(path):
+            runs[v] = json.load(open(path))
+    ours = {v: r for v, r in runs.items()}
+    tag = "syn" if any("-syn" in v for v in runs) else "24"
+    shown = [v for v in variants if v.replace("-24", "-" + tag) in runs or "-23" in v]
+    col = {v: v.replace("-24", "-" + tag) for v in shown}
+    md = [header, "## Table 3: averages (ours / paper)", "",
+          "| model | BLiMP | BLiMP suppl. | EWoK | GLUE | Macro | val loss |", "|---|---|---|---|---|---|---|"]
+    p3 = {r["model"]: r for r in paper3}
+    for v in shown:
+        r = ours.get(col[v])
+        if r is None:
+            md.append(f"| {v} | skipped: no {('2023' if '-23' in v else '2024')} data on this machine | | | | | |")
+            continue
+        s = r["scores"]
+        cells = [f"{fmt(100 * s[k] if k in s else None)} / {p3[v][k]}" for k in
+                 ("blimp", "blimp_supplement", "ewok", "glue", "macroaverage")]
+        md.append(f"| {col[v]} | " + " | ".join(cells) + f" | {r.get('val_loss') or float('nan'):.3f} |")
+    for base in ("Baby Llama", "LTG-BERT"):
+        md.append(f"| {base} (paper) | " + " | ".join(p3[base][k] for k in
+                                                     ("blimp", "blimp_supplement", "ewok", "glue", "macroaverage")) + " | |")
+    evaluated = [v for v in shown if col[v] in ours]
+    md += ["", "## Table 2: per task (ours / paper)", "",
+           "| benchmark | task | " + " | ".join(col[v] for v in evaluated) + " |",
+           "|---|---|" + "---|" * len(evaluated)]
+    ours_rows = {v: {(b, n): s for b, n, s in table_rows(ours[col[v]])} for v in evaluated}
+    for row in paper2:
+        key = (row["benchmark"], row["task"])
+        md.append(f"| {row['benchmark']} | {row['task']} | " + " | ".join(
+            f"{fmt(ours_rows[v].get(key))} / {row[v]}" for v in evaluated) + " |")
+    md += ["", "## The paper's claims, measured in this run", "",
+           "Difference A - B in points, with a 95% paired bootstrap interval over the benchmark's items "
+           "(1000 resamples, items drawn independently within each paradigm / task / domain). "
+           "`~` marks an interval that contains 0: within noise.", "",
+           "| claim | A - B | " + " | ".join(BENCHMARKS.values()) + " | Macro |", "|---|---|" + "---|" * 5]
+    md += claim_rows(ours, tag)
+    skipped = sorted({t for r in ours.values() for t in r.get("glue_skipped", {})})
+    departures = sorted({d for r in ours.values() for d in r.get("departures", [])})
+    if departures or skipped:
+        md += ["", "Departures in this run: " + "; ".join(departures) + "."]
+    text = "\n".join(md) + "\n"
+    with open(out_path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(out_path + ".tmp", out_path)
+    return text
 
 
 if __name__ == "__main__":

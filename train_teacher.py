@@ -36,7 +36,7 @@ TEACHER_LR = {"llama": 3e-4, "gpt2": 2.5e-4}  # SPEC section 3, by architecture
 class TrainConfig:
     preset: str = "llama-360m"
     data: str = "2024"                 # 2024 | 2023 | synthetic
-    data_dir: str = ""                 # default: $BABYLM_DIR, else data/babylm_<data>
+    data_dir: str = ""                 # default: $BABYLM_DIR (2024), $BABYLM_2023_DIR (2023), else data/babylm_<data>
     work_dir: str = "out"              # tokenizer, token caches and every run folder
     out_dir: str = ""                  # default: <work_dir>/teacher-<preset>-<data>
     vocab_size: int = 16000
@@ -283,7 +283,12 @@ class RunLog:
             return
         keep = []
         if resume_step >= 0 and os.path.isfile(self.path):
-            keep = [line for line in open(self.path) if json.loads(line).get("step", 0) <= resume_step]
+            for line in open(self.path):
+                try:  # a kill mid-write leaves a partial last line: dropped with the records past the checkpoint
+                    if json.loads(line).get("step", 0) <= resume_step:
+                        keep.append(line)
+                except json.JSONDecodeError:
+                    pass
         with open(self.path, "w") as f:
             f.writelines(keep)
 

@@ -54,6 +54,9 @@ def test_lambda_per_variant():
     assert [DS.lambda_for_epoch(fw, e) for e in range(6)] == [1.0] * 6
     assert [DS.lambda_for_epoch(rv, e) for e in range(6)] == [0.9] * 6
     assert [DS.lambda_for_epoch(plus, e) for e in range(6)] == pytest.approx([0.9, 0.75, 0.6, 0.45, 0.3, 0.3])
+    # a full run: the schedule epoch is the real one (10 steps per epoch); a run cut to 12 steps: sixths of it
+    assert [DS.schedule_epoch(s, 60, 6) for s in (0, 9, 10, 59)] == [0, 0, 1, 5]
+    assert [DS.schedule_epoch(s, 12, 6) for s in range(12)] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
 
 
 def models(n_teachers):
