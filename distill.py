@@ -23,7 +23,7 @@ from tqdm import tqdm
 import model as M
 from losses import OBJECTIVES, cross_entropy, kd_loss, lambda_schedule
 from train_teacher import (RunLog, all_reduce_grads, autocast_ctx, broadcast_params, check_finite,
-                           configure_optimizer, estimate_val_loss, get_device, get_lr, load_checkpoint,
+                           configure_optimizer, estimate_val_loss, get_device, get_lr, global_mean, load_checkpoint,
                            next_token_targets, parse_config, prepare_run, resolve_precision, save_checkpoint,
                            set_determinism, set_seed)
 
@@ -207,6 +207,7 @@ def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, bac
 
 def train(cfg: DistillConfig) -> dict:
     cfg = resolve_variant(cfg)
+    M.get_config(cfg.preset)  # an unknown preset fails here, before any data work
     if cfg.deterministic:
         set_determinism()
     set_seed(cfg.seed)
@@ -250,6 +251,7 @@ def train(cfg: DistillConfig) -> dict:
             for x in batch.to(device).split(micro):  # gradient accumulation
                 ce, kd = distill_micro_step(student, teachers, x, cfg, lam, lambda l: scaler.scale(l / accum), generator)
                 ce_sum, kd_sum = ce_sum + ce / accum, kd_sum + kd / accum
+            ce_sum, kd_sum = global_mean([ce_sum, kd_sum], world)
             loss_sum = cfg.alpha * ce_sum + (1 - cfg.alpha) * kd_sum
             check_finite(loss_sum, step, cfg.precision)
             all_reduce_grads(student, world)

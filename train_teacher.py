@@ -254,6 +254,15 @@ def all_reduce_grads(model, world: int):
         offset += g.numel()
 
 
+def global_mean(values: list, world: int) -> list:
+    """Average logged numbers over processes, so rank 0 logs the loss of the whole global batch."""
+    if world == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return (t / world).tolist()
+
+
 def prepare_run(cfg, device):
     """Corpus, batches, validation subset, folder and config.json; the shared start of both scripts."""
     corpus = D.prepare(cfg.data, cfg.data_dir or None, cfg.vocab_size, cfg.work_dir, cfg.separator)
@@ -310,6 +319,7 @@ def check_finite(loss: float, step: int, precision: str):
 
 def train(cfg: TrainConfig) -> dict:
     cfg.out_dir = cfg.out_dir or os.path.join(cfg.work_dir, f"teacher-{cfg.preset}-{cfg.data}")
+    M.get_config(cfg.preset)  # an unknown preset fails here, before any data work
     if cfg.deterministic:
         set_determinism()
     set_seed(cfg.seed)
@@ -353,6 +363,7 @@ def train(cfg: TrainConfig) -> dict:
                 loss = cross_entropy(logits, next_token_targets(x))
                 scaler.scale(loss / accum).backward()
                 loss_sum += loss.item() / accum
+            loss_sum, = global_mean([loss_sum], world)
             check_finite(loss_sum, step, precision)
             all_reduce_grads(model, world)
             scaler.unscale_(optimizer)

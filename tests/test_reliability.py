@@ -1,0 +1,172 @@
+"""Kill -9 and resume, one clear error line per bad input, NaN/inf guards, and 2-process gloo training."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import distill as DS
+import evaluate as E
+import model as M
+import train_teacher as TT
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def losses(out_dir, key="loss"):
+    return [r[key] for r in map(json.loads, open(os.path.join(out_dir, "log.jsonl"))) if key in r]
+
+
+def flags(syn, **kw):
+    _, f = syn
+    f = {**f, "preset": "debug", "batch_size": 8, "warmup": 2, "lr": 3e-3, "deterministic": True, **kw}
+    return f
+
+
+def argv(f: dict) -> list:
+    out = []
+    for k, v in f.items():
+        if isinstance(v, bool):
+            out += [f"--{k.replace('_', '-')}"] if v else []
+        else:
+            out += [f"--{k.replace('_', '-')}", str(v)]
+    return out
+
+
+def test_kill_9_mid_run_then_resume_equals_uninterrupted(syn, tmp_path):
+    f = flags(syn, max_steps=150, ckpt_every=1, eval_every=50)
+    TT.train(TT.TrainConfig(**f, out_dir=str(tmp_path / "full")))
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "train_teacher.py", *argv({**f, "out_dir": str(cut)})], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (cut / "log.jsonl").exists() and sum(1 for _ in open(cut / "log.jsonl")) >= 40:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(cut / "ckpt_last.pt", weights_only=False)["step"]  # readable: saves are atomic
+    assert 0 < killed_at < 150
+    (cut / "ckpt_last.pt.tmp999").write_bytes(b"half a checkpoint")  # a save interrupted mid-write
+    TT.train(TT.TrainConfig(**f, out_dir=str(cut), resume=True))
+    assert losses(cut) == losses(tmp_path / "full")  # bitwise on CPU in fp32
+    assert losses(cut, "val_loss") == losses(tmp_path / "full", "val_loss")
+
+
+def test_distill_resume_restores_the_sampler(syn, tmp_path):
+    f = flags(syn, max_steps=6, ckpt_every=100, stop_after=0)
+    TT.train(TT.TrainConfig(**f, out_dir=os.path.join(f["work_dir"], "teacher-debug-synthetic")))
+    d = {k: v for k, v in f.items() if k not in ("stop_after",)}
+    d.update(objective="rv", teachers=1, teacher1="debug", prompt_len=16)
+    DS.train(DS.DistillConfig(**d, out_dir=str(tmp_path / "full")))
+    DS.train(DS.DistillConfig(**d, out_dir=str(tmp_path / "cut"), stop_after=3))
+    DS.train(DS.DistillConfig(**d, out_dir=str(tmp_path / "cut"), resume=True))
+    assert losses(tmp_path / "cut") == losses(tmp_path / "full")
+
+
+def run_main(fn, args, capsys):
+    with pytest.raises(SystemExit) as e:
+        fn(args)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_bad_inputs_each_get_one_clear_line(syn, tmp_path, capsys):
+    root, f = syn
+    base = ["--data", "synthetic", "--work-dir", f["work_dir"], "--vocab-size", "320", "--seq-len", "32",
+            "--device", "cpu", "--max-steps", "2", "--batch-size", "4"]
+    # data folder missing / empty / a file empty / not UTF-8
+    assert "missing 12 of 12 files" in run_main(TT.main, ["--preset", "debug", "--data", "2024", "--data-dir",
+                                                          str(tmp_path / "none")] + base[2:], capsys)
+    bad = tmp_path / "bad"
+    (bad / "train").mkdir(parents=True)
+    (bad / "dev").mkdir()
+    assert "missing" in run_main(TT.main, base + ["--preset", "debug", "--data-dir", str(bad)], capsys)
+    (bad / "train" / "synthetic.train").write_text("")
+    (bad / "dev" / "synthetic.dev").write_text("Hi.\n")
+    assert "is empty" in run_main(TT.main, base + ["--preset", "debug", "--data-dir", str(bad)], capsys)
+    (bad / "train" / "synthetic.train").write_bytes(b"caf\xe9\n" * 50)
+    assert "not UTF-8" in run_main(TT.main, base + ["--preset", "debug", "--data-dir", str(bad)], capsys)
+    assert not os.path.exists(os.path.join(f["work_dir"], "teacher-debug-synthetic-bad"))
+    # unknown preset and variant
+    assert "unknown preset" in run_main(TT.main, base + ["--preset", "llama-7b", "--data-dir", f["data_dir"]], capsys)
+    assert "unknown variant" in run_main(DS.main, ["--variant", "ChooBaCa-kl-1-24"], capsys)
+    # two teachers with no GPT-2 teacher trained
+    err = run_main(DS.main, base + ["--data-dir", f["data_dir"], "--objective", "rv", "--teachers", "2",
+                                    "--preset", "debug", "--teacher1", "debug", "--teacher2", "nonexistent"], capsys)
+    assert "no nonexistent teacher" in err and "train_teacher.py" in err
+    # a teacher trained with another tokenizer
+    other = M.build_model(M.get_config("debug", vocab_size=320))
+    M.save_model(other, str(tmp_path / "t.pt"), tokenizer_sha="0" * 64)
+    err = run_main(DS.main, base + ["--data-dir", f["data_dir"], "--objective", "fw", "--preset", "debug",
+                                    "--teacher", str(tmp_path / "t.pt")], capsys)
+    assert "another tokenizer" in err
+    # evaluation: a tokenizer whose vocabulary differs from the model's, a folder missing a task, a truncated file
+    M.save_model(M.build_model(M.get_config("debug", vocab_size=512)), str(tmp_path / "s.pt"))
+    tok = [p for p in os.listdir(os.path.join(f["work_dir"], "data-synthetic")) if p.endswith(".model")][0]
+    tok = os.path.join(f["work_dir"], "data-synthetic", tok)
+    assert "is not the one" in run_main(E.main, [str(tmp_path / "s.pt"), "--tokenizer", tok, "--eval-dir",
+                                                 str(root / "corpus" / "evaluation_data")], capsys)
+    M.save_model(M.build_model(M.get_config("debug", vocab_size=320)), str(tmp_path / "s.pt"), tokenizer_path=tok)
+    err = run_main(E.main, [str(tmp_path / "s.pt"), "--eval-dir", str(root / "corpus" / "evaluation_data"),
+                            "--tasks", "blimp,supplement"], capsys)
+    assert "supplement_filtered" in err
+    data = (tmp_path / "s.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 3])
+    assert "truncated or corrupt" in run_main(E.main, [str(tmp_path / "cut.pt")], capsys)
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(syn, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = TT.cross_entropy
+
+    def poisoned(logits, targets, **kw):
+        calls["n"] += 1
+        out = real(logits, targets, **kw)
+        return out * float("nan") if calls["n"] == 4 else out  # the 4th training micro-batch: step index 3
+
+    monkeypatch.setattr(TT, "cross_entropy", poisoned)
+    out = tmp_path / "nan"
+    with pytest.raises(FloatingPointError, match="at step 3"):
+        TT.train(TT.TrainConfig(**flags(syn, max_steps=8, ckpt_every=1, eval_every=0), out_dir=str(out)))
+    ckpt = torch.load(out / "ckpt_last.pt", weights_only=False)
+    assert ckpt["step"] == 3 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_fp16_inf_steps_are_skipped_and_counted(syn, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = TT.cross_entropy
+
+    def spiky(logits, targets, **kw):
+        calls["n"] += 1
+        out = real(logits, targets, **kw)
+        return out * float("inf") if calls["n"] == 2 else out
+
+    monkeypatch.setattr(TT, "cross_entropy", spiky)
+    out = tmp_path / "fp16"
+    TT.train(TT.TrainConfig(**flags(syn, max_steps=4, precision="fp16", eval_every=0), out_dir=str(out)))
+    log = [r for r in map(json.loads, open(out / "log.jsonl")) if "skipped_steps" in r]
+    assert log[-1]["skipped_steps"] == 1 and len(log) == 4
+
+
+@pytest.mark.parametrize("script", ["train_teacher.py", "distill.py"])
+def test_two_gloo_processes_equal_one_process(syn, tmp_path, script):
+    f = flags(syn, max_steps=3, eval_every=0, micro_batch=2)
+    if script == "distill.py":
+        TT.train(TT.TrainConfig(**flags(syn, max_steps=3), out_dir=os.path.join(f["work_dir"], "teacher-debug-synthetic")))
+        f.update(objective="rv", teacher1="debug", plus=True, chunk_size=8)
+    single = dict(f, out_dir=str(tmp_path / "one"))
+    cls, train = (TT.TrainConfig, TT.train) if script == "train_teacher.py" else (DS.DistillConfig, DS.train)
+    train(cls(**single))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                    str(29500 + os.getpid() % 1000), script, *argv(dict(f, out_dir=str(tmp_path / "two")))],
+                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), abs=1e-5)
+    assert not os.path.exists(tmp_path / "two" / "ckpt_last.pt.tmp")  # rank 0 alone writes checkpoints
