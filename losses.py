@@ -40,10 +40,87 @@ def reverse_kl(student_logits, teacher_logits, temperature: float = 1.0, mask=No
 OBJECTIVES = {"fw": forward_kl, "rv": reverse_kl}
 
 
-def cross_entropy(logits, targets, ignore_index: int = -100, normalizer=None):
+# ---------------------------------------------------------------------------------------------------------
+# Fused paths for training: the same numbers as the definitions above, computed a block of rows at a time
+# with the gradient written in the forward pass (no (N, V) intermediates kept for autograd). Vocabulary-wide
+# softmaxes are memory-bound; a block of rows stays in cache, so each logit is read from memory once.
+# Gradients, with a = z_S / T and b = target / T:
+#   forward KL(p || q): d/dz_S = (q - p) / T;   reverse KL(q || p): d/dz_S = q (log q - log p - KL) / T;
+#   cross-entropy: d/dz = softmax(z) - onehot(y).
+
+ROWS = 64  # rows per block: 64 x 16000 fp32 = 4 MB
+
+
+class _FusedKD(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, student, lam, temperature, reverse, combine_logits, *teachers):
+        """student (N, V), teachers each (N, V) -> per-row divergence (N,) fp32, averaged over targets."""
+        acc = torch.promote_types(student.dtype, torch.float32)  # fp32, or fp64 for float64 inputs
+        out = torch.empty(student.shape[0], dtype=acc, device=student.device)
+        grad = torch.empty_like(student)
+        for s in range(0, student.shape[0], ROWS):
+            zs = student[s:s + ROWS].to(acc)
+            a = zs / temperature
+            log_q = a - torch.logsumexp(a, -1, keepdim=True)  # log_softmax
+            q = log_q.exp()
+            targets = [t[s:s + ROWS].to(acc) for t in teachers]
+            if combine_logits and len(targets) > 1:
+                targets = [torch.stack(targets).mean(0)]
+            kl_sum, g_sum = 0.0, 0.0
+            for t in targets:
+                b = (t if lam == 1.0 else lam * t + (1.0 - lam) * zs) / temperature  # eq. 2, a constant
+                log_p = b - torch.logsumexp(b, -1, keepdim=True)
+                if reverse:
+                    d = log_q - log_p
+                    kl = (q * d).sum(-1)
+                    g = q * (d - kl.unsqueeze(-1))
+                else:
+                    p = log_p.exp()
+                    kl = (p * (log_p - log_q)).sum(-1)
+                    g = q - p
+                kl_sum, g_sum = kl_sum + kl, g_sum + g
+            out[s:s + ROWS] = kl_sum / len(targets)
+            grad[s:s + ROWS] = g_sum / (len(targets) * temperature)
+        ctx.save_for_backward(grad)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad, = ctx.saved_tensors
+        return (grad * grad_out.unsqueeze(-1).to(grad.dtype)), None, None, None, None, *[None] * len(ctx.needs_input_grad[5:])
+
+
+class _FusedCE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, targets, ignore_index):
+        """logits (N, V), targets (N,) -> per-row -log softmax(z)[y] (N,) fp32, 0 where ignored."""
+        acc = torch.promote_types(logits.dtype, torch.float32)
+        out = torch.zeros(logits.shape[0], dtype=acc, device=logits.device)
+        grad = torch.empty_like(logits)
+        for s in range(0, logits.shape[0], ROWS):
+            z, y = logits[s:s + ROWS].to(acc), targets[s:s + ROWS]
+            keep = y != ignore_index
+            log_q = z - torch.logsumexp(z, -1, keepdim=True)
+            y_safe = y.clamp(min=0).unsqueeze(-1)
+            out[s:s + ROWS] = -log_q.gather(-1, y_safe).squeeze(-1) * keep
+            g = log_q.exp().scatter_add_(-1, y_safe, -torch.ones_like(y_safe, dtype=z.dtype))
+            grad[s:s + ROWS] = g * keep.unsqueeze(-1)
+        ctx.save_for_backward(grad)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad, = ctx.saved_tensors
+        return grad * grad_out.unsqueeze(-1).to(grad.dtype), None, None
+
+
+def cross_entropy(logits, targets, ignore_index: int = -100, normalizer=None, fused: bool = True):
     """Eq. 10: mean over positions whose target is not `ignore_index` of -log q_S(target), in fp32."""
-    total = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=ignore_index,
-                            reduction="sum")
+    if fused:
+        total = _FusedCE.apply(logits.flatten(0, 1), targets.flatten(), ignore_index).sum()
+    else:
+        total = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=ignore_index,
+                                reduction="sum")
     count = normalizer if normalizer is not None else (targets != ignore_index).sum().clamp(min=1)
     return total / count
 
@@ -61,17 +138,24 @@ def lambda_schedule(epoch: int, epochs: int, lam0: float = 0.9, lam_min: float =
 
 
 def kd_loss(student_logits, teacher_logits: Sequence[torch.Tensor], objective: str, temperature: float = 2.0,
-            lam: float = 1.0, combine: str = "kl", mask=None, normalizer=None):
+            lam: float = 1.0, combine: str = "kl", mask=None, normalizer=None, fused: bool = True):
     """L_KD against one or more teachers.
 
     combine="logits": one target, the mean of the teachers' raw logits (Baby Llama's forward KL).
     combine="kl": the mean over teachers of the divergence to each teacher (the paper's reverse KL).
     Each target is mixed with the student's detached logits by `lam` (eq. 2; lam = 1 is no mixing).
+    fused=True computes the same value and gradient block by block (_FusedKD); False composes the
+    reference functions above.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
     if combine not in ("kl", "logits"):
         raise ValueError(f"unknown teacher combination {combine!r}: use kl or logits")
+    if fused:
+        B, T, V = student_logits.shape
+        per_position = _FusedKD.apply(student_logits.reshape(B * T, V), lam, temperature, objective == "rv",
+                                      combine == "logits", *[t.reshape(B * T, V) for t in teacher_logits])
+        return temperature ** 2 * _reduce(per_position.view(B, T), mask, normalizer)
     targets = list(teacher_logits)
     if combine == "logits" and len(targets) > 1:
         targets = [torch.stack([t.float() for t in targets]).mean(0)]

@@ -156,3 +156,33 @@ def test_two_teacher_combinations(logits):
                                L.reverse_kl(s, lam * t1 + (1 - lam) * s, 2.0))
     with pytest.raises(ValueError, match="unknown objective"):
         L.kd_loss(s, [t1], "kl")
+
+
+@pytest.mark.parametrize("objective,combine,n", [("fw", "logits", 2), ("rv", "kl", 2), ("rv", "kl", 1),
+                                                 ("rv", "logits", 2)])
+def test_fused_path_equals_reference_and_passes_gradcheck(objective, combine, n):
+    g = torch.Generator().manual_seed(3)
+    s = (3 * torch.randn(2, 70, 11, generator=g)).requires_grad_()  # 140 rows: blocks of 64 and a ragged one
+    ts = [3 * torch.randn(2, 70, 11, generator=g) for _ in range(n)]
+    mask = torch.rand(2, 70, generator=g) > 0.3
+    for lam in (1.0, 0.7):  # with mixing, the target holds the student's logits as a constant (stop-gradient)
+        fused = L.kd_loss(s, ts, objective, 2.0, lam, combine, mask, fused=True)
+        ref = L.kd_loss(s, ts, objective, 2.0, lam, combine, mask, fused=False)
+        gf, = torch.autograd.grad(fused, s)
+        gr, = torch.autograd.grad(ref, s)
+        torch.testing.assert_close(fused, ref, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(gf, gr, atol=1e-7, rtol=1e-5)
+    s64 = s.detach()[:, :3, :5].double().requires_grad_()
+    t64 = [t[:, :3, :5].double() for t in ts]
+    assert torch.autograd.gradcheck(lambda x: L.kd_loss(x, t64, objective, 2.0, 1.0, combine), (s64,))
+
+
+def test_fused_cross_entropy_equals_reference_and_passes_gradcheck():
+    z = (3 * torch.randn(2, 70, 13)).requires_grad_()
+    y = torch.randint(0, 13, (2, 70))
+    y[0, :9] = -100
+    a, b = L.cross_entropy(z, y), L.cross_entropy(z, y, fused=False)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(torch.autograd.grad(a, z)[0], torch.autograd.grad(b, z)[0])
+    z64 = z.detach()[:, :4].double().requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: L.cross_entropy(x, y[:, :4]), (z64,))
