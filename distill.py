@@ -159,7 +159,8 @@ def load_teacher(path: str, tok, device) -> M.Transformer:
     return teacher.eval().requires_grad_(False)
 
 
-def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, backward_scale, generator=None):
+def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, backward_scale, generator=None,
+                       sampler=None):
     """Forward and backward of one micro-batch x (b, T) for eq. 9; returns (CE, KD) as floats.
 
     The student's trunk runs once; the output head, the teachers' heads and the loss run chunk by chunk
@@ -168,7 +169,9 @@ def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, bac
     the trunk in one backward. Value and gradients equal the unchunked loss; only one chunk's (b, k, V)
     logits exist at a time. `backward_scale(loss)` applies 1/grad_accum and the fp16 loss scale.
     With single step, the KD sequence is the prompt x[:, :P] continued by sampling from softmax(z_mix),
-    and the KD counts only the sampled positions; CE stays on x.
+    and the KD counts only the sampled positions; CE stays on x. `sampler`, when given, is a model in the
+    compute dtype that receives the student's current weights for the sampling (autocast would otherwise
+    re-cast every weight at each of the T - P decoding steps).
     """
     b, T = x.shape
     targets = next_token_targets(x)  # (b, T)
@@ -176,8 +179,10 @@ def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, bac
     if cfg.single_step:
         P = cfg.prompt_len
         mix = lambda zs: lam * torch.stack(zs[1:]).mean(0) + (1 - lam) * zs[0]  # noqa: E731 (eq. 2, teachers averaged)
+        if sampler is not None:
+            sampler.load_state_dict(student.state_dict())  # this step's weights, cast once
         with autocast_ctx(x.device, cfg.precision):
-            kd_x = M.generate([student, *teachers], x[:, :P], T - P, mix=mix, generator=generator)  # (b, T)
+            kd_x = M.generate([sampler or student, *teachers], x[:, :P], T - P, mix=mix, generator=generator)  # (b, T)
         kd_mask = torch.zeros(b, T, dtype=torch.bool, device=x.device)
         kd_mask[:, P - 1:T - 1] = True  # logits at P-1 .. T-2 predict the sampled tokens
     n_ce = (targets != -100).sum()
@@ -218,6 +223,10 @@ def train(cfg: DistillConfig) -> dict:
     total = batches.steps_per_epoch * cfg.epochs
     total = min(total, cfg.max_steps) if cfg.max_steps else total
     cfg.precision = resolve_precision(cfg.precision, device, student, val[:micro].to(device))
+    sampler = None
+    if cfg.precision == "bf16":  # frozen teachers stored in bf16: autocast would re-cast their weights every call
+        teachers = [t.to(torch.bfloat16) for t in teachers]
+        sampler = M.build_model(student.config).to(device, torch.bfloat16).eval() if cfg.single_step else None
     optimizer = configure_optimizer(student, cfg.lr, cfg.weight_decay, device)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     generator = torch.Generator(device=device).manual_seed(cfg.seed + 2 + rank)  # single-step sampling
@@ -249,7 +258,8 @@ def train(cfg: DistillConfig) -> dict:
                 group["lr"] = lr_now
             loss_sum = ce_sum = kd_sum = 0.0
             for x in batch.to(device).split(micro):  # gradient accumulation
-                ce, kd = distill_micro_step(student, teachers, x, cfg, lam, lambda l: scaler.scale(l / accum), generator)
+                ce, kd = distill_micro_step(student, teachers, x, cfg, lam, lambda l: scaler.scale(l / accum), generator,
+                                            sampler)
                 ce_sum, kd_sum = ce_sum + ce / accum, kd_sum + kd / accum
             ce_sum, kd_sum = global_mean([ce_sum, kd_sum], world)
             loss_sum = cfg.alpha * ce_sum + (1 - cfg.alpha) * kd_sum

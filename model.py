@@ -136,7 +136,7 @@ class Attention(nn.Module):
             p = cache.pos
             cache.k[layer][:, :, p:p + T] = k
             cache.v[layer][:, :, p:p + T] = v
-            k = cache.k[layer][:, :, :p + T].to(q.dtype)  # (B, K, p+T, D)
+            k = cache.k[layer][:, :, :p + T].to(q.dtype)  # (B, K, p+T, D); a no-op when dtypes agree
             v = cache.v[layer][:, :, :p + T].to(q.dtype)
             if p > 0:  # SDPA's is_causal aligns top-left; new queries see the whole past plus their own prefix
                 causal = False
@@ -261,7 +261,7 @@ def generate(models, prompt: torch.Tensor, max_new_tokens: int, temperature: flo
     """
     models = [models] if isinstance(models, nn.Module) else list(models)
     B, P = prompt.shape
-    caches = [m.new_cache(B, P + max_new_tokens, device=prompt.device) for m in models]
+    caches = [m.new_cache(B, P + max_new_tokens, device=prompt.device, dtype=m.output.weight.dtype) for m in models]
     x, new, seen = prompt, [], [[] for _ in models]
     for _ in range(max_new_tokens):
         logits = [m(x, cache=c)[:, -1].float() for m, c in zip(models, caches)]  # each (B, V)
@@ -275,7 +275,10 @@ def generate(models, prompt: torch.Tensor, max_new_tokens: int, temperature: flo
             if top_k is not None:
                 kth = torch.topk(z, min(top_k, z.size(-1))).values[:, -1:]
                 z = z.masked_fill(z < kth, float("-inf"))
-            x = torch.multinomial(F.softmax(z, dim=-1), 1, generator=generator)  # (B, 1)
+            # inverse-CDF sampling: one uniform per row (torch.multinomial on a CPU draws V exponentials)
+            cdf = F.softmax(z, dim=-1).cumsum(-1)  # (B, V)
+            u = torch.rand(B, 1, generator=generator, device=z.device) * cdf[:, -1:]
+            x = torch.searchsorted(cdf, u).clamp_(max=z.size(-1) - 1)  # (B, 1)
         new.append(x)
     tokens = torch.cat([prompt, *new], dim=1)  # (B, P + N)
     if return_logits:
