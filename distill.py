@@ -21,20 +21,21 @@ import torch
 from tqdm import tqdm
 
 import model as M
-from losses import OBJECTIVES, cross_entropy, kd_loss, lambda_schedule
+from losses import alternate_objective, cross_entropy, kd_loss, lambda_schedule
 from train_teacher import (RunLog, all_reduce_grads, autocast_ctx, broadcast_params, check_finite,
                            configure_optimizer, estimate_val_loss, get_device, get_lr, global_mean, load_checkpoint,
                            next_token_targets, parse_config, prepare_run, resolve_precision, save_checkpoint,
                            set_determinism, set_seed)
 
-VARIANT_RE = re.compile(r"^ChooBaCa-(fw|rv)-([12])-(23|24|syn)(\+?)$")
+VARIANT_RE = re.compile(r"^ChooBaCa-(fw|rv|rvavg|hybrid|alternate|sfkl|srkl)-([12])-(23|24|syn)(\+?)$")
+EXTRA_OBJECTIVES = ("hybrid", "alternate", "sfkl", "srkl")
 DATA_TAG = {"2023": "23", "2024": "24", "synthetic": "syn"}
 
 
 @dataclass
 class DistillConfig:
     variant: str = ""                  # e.g. ChooBaCa-rv-1-24+: sets objective, teachers, data and plus
-    objective: str = "fw"              # fw | rv
+    objective: str = "fw"              # fw | rv (the paper) | hybrid | alternate | sfkl | srkl (beyond it)
     teachers: int = 1                  # 1: llama teacher; 2: llama and gpt2
     data: str = "2024"                 # 2024 | 2023 | synthetic
     plus: bool = False                 # the "+" variants: step-wise loss and progressive schedule, no single step
@@ -49,6 +50,10 @@ class DistillConfig:
     temperature: float = 2.0
     kd_norm: str = "tokens"            # tokens: mean over B*T positions (eq. 1); batch: Baby Llama's divide-by-B
     teacher_combine: str = "auto"      # auto (fw: logits, rv: kl) | logits | kl
+    rv_weight: float = 0.5             # hybrid: w reverse + (1 - w) forward
+    skew: float = 0.1                  # sfkl / srkl: the skew of the mixture (Ko et al., 2024)
+    alternate_by: str = "step"         # alternate: switch forward/reverse by step or by epoch
+    alternate_period: int = 1
     prompt_len: int = 0                # single step: corpus prompt (0: half of seq_len, 64); the rest is sampled
     teacher: list = None               # explicit teacher checkpoints (repeatable), overriding the convention
     teacher1: str = "llama-360m"
@@ -94,21 +99,24 @@ def resolve_variant(cfg: DistillConfig) -> DistillConfig:
             raise ValueError(f"unknown variant {cfg.variant!r}: expected ChooBaCa-{{fw|rv}}-{{1|2}}-{{23|24}}[+], "
                              f"e.g. ChooBaCa-rv-1-24+")
         cfg.objective, cfg.teachers, cfg.plus = m.group(1), int(m.group(2)), m.group(4) == "+"
+        if cfg.objective == "rvavg":  # reverse KL against the averaged teachers (the paper's future work)
+            cfg.objective, cfg.teacher_combine = "rv", "logits"
         cfg.data = {v: k for k, v in DATA_TAG.items()}[m.group(3)]
-    if cfg.objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {cfg.objective!r}: use one of {', '.join(OBJECTIVES)}")
+    if cfg.objective not in ("fw", "rv") + EXTRA_OBJECTIVES:
+        raise ValueError(f"unknown objective {cfg.objective!r}: use fw or rv, or one of {', '.join(EXTRA_OBJECTIVES)}")
     if cfg.teachers not in (1, 2):
         raise ValueError(f"--teachers must be 1 or 2, not {cfg.teachers}")
-    if cfg.plus and cfg.objective != "rv":
+    if cfg.plus and cfg.objective == "fw":
         raise ValueError("the '+' variants are reverse-KL only (Table 1): use --objective rv with --plus")
     rv = cfg.objective == "rv"
-    cfg.variant = variant_name(cfg.objective, cfg.teachers, cfg.data, cfg.plus)
-    cfg.mixing = rv if cfg.mixing is None else cfg.mixing
+    if cfg.teacher_combine == "auto":
+        cfg.teacher_combine = "logits" if cfg.objective == "fw" else "kl"
+    averaged = cfg.objective != "fw" and cfg.teachers == 2 and cfg.teacher_combine == "logits"  # beyond the paper
+    cfg.variant = variant_name(cfg.objective + ("avg" if averaged else ""), cfg.teachers, cfg.data, cfg.plus)
+    cfg.mixing = (rv or cfg.plus) if cfg.mixing is None else cfg.mixing
     cfg.single_step = (rv and not cfg.plus) if cfg.single_step is None else cfg.single_step
     cfg.progressive = cfg.plus if cfg.progressive is None else cfg.progressive
     cfg.chunk_size = (32 if cfg.plus else 0) if cfg.chunk_size < 0 else cfg.chunk_size
-    if cfg.teacher_combine == "auto":
-        cfg.teacher_combine = "kl" if rv else "logits"
     if cfg.single_step and cfg.chunk_size:
         raise ValueError("single step and step-wise chunks together are not implemented (no Table 1 variant "
                          "uses both): pass --chunk-size 0 or --no-single-step")
@@ -160,7 +168,7 @@ def load_teacher(path: str, tok, device) -> M.Transformer:
 
 
 def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, backward_scale, generator=None,
-                       sampler=None):
+                       sampler=None, objective: str = None):
     """Forward and backward of one micro-batch x (b, T) for eq. 9; returns (CE, KD) as floats.
 
     The student's trunk runs once; the output head, the teachers' heads and the loss run chunk by chunk
@@ -203,7 +211,8 @@ def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, bac
                 z_teachers = [t.head(ht[:, s:s + k]) for t, ht in zip(teachers, h_teachers)]
         ce = cross_entropy(z_ce, targets[:, s:s + k], normalizer=n_ce)
         mask = kd_mask[:, s:s + k] if kd_mask is not None else None
-        kd = kd_loss(z_kd, z_teachers, cfg.objective, cfg.temperature, lam, cfg.teacher_combine, mask, n_kd)
+        kd = kd_loss(z_kd, z_teachers, objective or cfg.objective, cfg.temperature, lam, cfg.teacher_combine, mask,
+                     n_kd, rv_weight=cfg.rv_weight, skew=cfg.skew)
         backward_scale(cfg.alpha * ce + (1 - cfg.alpha) * kd).backward()
         ce_total, kd_total = ce_total + ce.item(), kd_total + kd.item()
     h.backward(h_detached.grad)  # the trunk's backward, once
@@ -253,13 +262,15 @@ def train(cfg: DistillConfig) -> dict:
         epoch, start = divmod(step, batches.steps_per_epoch)
         for _, batch in batches.epoch(epoch, start):
             lam = lambda_for_epoch(cfg, schedule_epoch(step, total, cfg.epochs))
+            objective = (alternate_objective(step, schedule_epoch(step, total, cfg.epochs), cfg.alternate_period,
+                                             cfg.alternate_by) if cfg.objective == "alternate" else cfg.objective)
             lr_now = get_lr(step, cfg.lr, cfg.warmup, total, cfg.min_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr_now
             loss_sum = ce_sum = kd_sum = 0.0
             for x in batch.to(device).split(micro):  # gradient accumulation
                 ce, kd = distill_micro_step(student, teachers, x, cfg, lam, lambda l: scaler.scale(l / accum), generator,
-                                            sampler)
+                                            sampler, objective)
                 ce_sum, kd_sum = ce_sum + ce / accum, kd_sum + kd / accum
             ce_sum, kd_sum = global_mean([ce_sum, kd_sum], world)
             loss_sum = cfg.alpha * ce_sum + (1 - cfg.alpha) * kd_sum
@@ -278,11 +289,12 @@ def train(cfg: DistillConfig) -> dict:
             if rank == 0 and (step % cfg.log_every == 0 or end_of_epoch):
                 tok_s = since * cfg.batch_size * cfg.seq_len / (time.perf_counter() - t_last)
                 bar.set_postfix(loss=f"{loss_sum:.3f}", ce=f"{ce_sum:.3f}", kd=f"{kd_sum:.3f}", tok_s=f"{tok_s:,.0f}")
-                log.write(step=step, epoch=epoch, loss=loss_sum, ce=ce_sum, kd=kd_sum, lam=lam, lr=lr_now,
+                log.write(step=step, epoch=epoch, loss=loss_sum, ce=ce_sum, kd=kd_sum, lam=lam, objective=objective, lr=lr_now,
                           grad_norm=norm, tok_s=tok_s, skipped_steps=skipped)
                 t_last, since = time.perf_counter(), 0
             t_pause = time.perf_counter()  # validation and checkpoints do not count against tokens/s
-            extra = {"sampler_rng": generator.get_state(), "variant": cfg.variant}
+            extra = {"sampler_rng": generator.get_state(), "variant": cfg.variant,
+                     "teacher_paths": [os.path.abspath(p) for p in teacher_paths(cfg)]}
             if end_of_epoch or (cfg.eval_every and step % cfg.eval_every == 0):
                 val_loss = estimate_val_loss(student, val, micro, device, cfg.precision)  # plain student CE
                 log.write(step=step, epoch=epoch, val_loss=val_loss)

@@ -60,6 +60,8 @@ def read_jsonl(path: str) -> list:
 def load_zero_shot(eval_dir: str, tasks: list) -> dict:
     """{"blimp": {uid: rows}, "blimp_supplement": {task: rows}, "ewok": {domain: rows}} for the tasks asked;
     EWoK read from ewok_filtered/ or, in memory, from the password zip (never written out as text)."""
+    if not {"blimp", "supplement", "blimp_supplement", "ewok"} & set(tasks):
+        return {}
     if not os.path.isdir(eval_dir):
         raise ValueError(f"evaluation folder {eval_dir!r} not found: pass --eval-dir or set BABYLM_EVAL_DIR "
                          f"(the pipeline's evaluation_data, from https://osf.io/ad7qg/)")
@@ -376,7 +378,17 @@ def evaluate(ckpt_path: str, args) -> dict:
                 "params": model.num_params(), "val_loss": ckpt.get("best_val"), "device": str(device),
                 "precision": precision})
     res.setdefault("time_s", {})
-    tasks = args.tasks.split(",")
+    tasks = [t for t in args.tasks.split(",") if t]
+    if args.diagnostics:
+        cfg = ckpt.get("config", {})
+        teacher_path = args.teacher or (ckpt.get("teacher_paths") or [""])[0]
+        if not teacher_path:
+            raise ValueError(f"{ckpt_path} names no teacher: pass --teacher for --diagnostics")
+        teacher, _ = M.load_model(teacher_path, device)
+        corpus = D.prepare(cfg.get("data", "2024"), cfg.get("data_dir") or None, tok.vocab_size,
+                           cfg.get("work_dir", "out"), cfg.get("separator", "none"))
+        res["diagnostics"] = diagnostics(model, teacher, corpus.dev, device, precision)
+        print("diagnostics: " + ", ".join(f"{k} {v:.4f}" for k, v in res["diagnostics"].items()))
     suites = load_zero_shot(args.eval_dir, tasks)
     if suites:
         t0 = time.time()
@@ -412,8 +424,12 @@ def write_outputs(res: dict, out_dir: str):
     """results.json (without predictions), tables.md, predictions.json.gz; each via a temp file."""
     os.makedirs(out_dir, exist_ok=True)
     preds = res.pop("predictions", {})
+    old = os.path.join(out_dir, "predictions.json.gz")
+    merged = json.load(gzip.open(old)) if os.path.isfile(old) else {}  # a later call adds, never drops, tasks
+    for suite, tasks in preds.items():
+        merged.setdefault(suite, {}).update(tasks)
     body = {"results.json": json.dumps(res, indent=1).encode(),
-            "predictions.json.gz": gzip.compress(json.dumps(preds).encode())}
+            "predictions.json.gz": gzip.compress(json.dumps(merged).encode())}
     s = res["scores"]
     md = [f"# {res['variant']} ({res['params']:,} params, {res['model']})", "",
           "| benchmark | task | score |", "|---|---|---|"]
@@ -453,6 +469,8 @@ def main(argv=None):
     p.add_argument("--tokenizer", default="", help="default: the one recorded in the checkpoint")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", help="trunk precision; the output head is always fp32")
+    p.add_argument("--diagnostics", action="store_true", help="entropy, agreement, KLs to the teacher, diversity")
+    p.add_argument("--teacher", default="", help="teacher for --diagnostics (default: the student's first)")
     args = p.parse_args(argv)
     try:
         for ckpt in args.checkpoints:
@@ -463,6 +481,61 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 
+
+
+# ---------------------------------------------------------------------------------------------------------
+# diagnostics: is the student mode-seeking? (beyond the paper, which measures only downstream scores)
+
+
+def distribution_stats(student_logits, teacher_logits, k: int = 10) -> dict:
+    """Per position (N,): the student's entropy, top-1 agreement with the teacher, the student's mass on
+    the teacher's top-k tokens, forward KL(p_T || q_S) and reverse KL(q_S || p_T), at temperature 1."""
+    ls = F.log_softmax(student_logits.float(), -1)  # (N, V)
+    lt = F.log_softmax(teacher_logits.float(), -1)
+    qs = ls.exp()
+    return {"entropy": -(qs * ls).sum(-1), "teacher_entropy": -(lt.exp() * lt).sum(-1),
+            "top1_agreement": (student_logits.argmax(-1) == teacher_logits.argmax(-1)).float(),
+            f"mass_on_teacher_top{k}": qs.gather(-1, teacher_logits.topk(k, -1).indices).sum(-1),
+            "forward_kl": (lt.exp() * (lt - ls)).sum(-1), "reverse_kl": (qs * (ls - lt)).sum(-1)}
+
+
+def distinct_n(seqs: list, n: int) -> float:
+    """Unique n-grams over all n-grams, pooled over the samples."""
+    grams = [tuple(s[i:i + n]) for s in seqs for i in range(len(s) - n + 1)]
+    return len(set(grams)) / max(1, len(grams))
+
+
+def repetition_rate(seqs: list, n: int = 4) -> float:
+    """Mean over samples of the share of n-grams that already occurred earlier in the same sample."""
+    rates = []
+    for s in seqs:
+        grams = [tuple(s[i:i + n]) for i in range(len(s) - n + 1)]
+        rates.append(1 - len(set(grams)) / len(grams) if grams else 0.0)
+    return float(np.mean(rates))
+
+
+@torch.no_grad()
+def diagnostics(student, teacher, dev_tokens, device, precision, n_seqs: int = 256, k: int = 10,
+                n_prompts: int = 64, prompt_len: int = 16, gen_len: int = 64, seed: int = 0) -> dict:
+    """Means of distribution_stats over the fixed dev subset, and distinct-1/2 and repetition of samples
+    (temperature 1) continuing seeded dev prompts."""
+    student.eval(), teacher.eval()
+    val = D.val_sequences(dev_tokens, 128, n_seqs)
+    sums = {}
+    for i in range(0, len(val), 16):
+        x = val[i:i + 16].to(device)
+        with autocast_ctx(device, precision):
+            zs, zt = student(x), teacher(x)
+        for name, v in distribution_stats(zs.flatten(0, 1), zt.flatten(0, 1), k).items():
+            sums[name] = sums.get(name, 0.0) + v.double().sum().item()
+    out = {name: v / val.numel() for name, v in sums.items()}
+    g = torch.Generator(device=device).manual_seed(seed)
+    prompts = val[torch.randperm(len(val), generator=torch.Generator().manual_seed(seed))[:n_prompts], :prompt_len]
+    with autocast_ctx(device, precision):
+        samples = M.generate(student, prompts.to(device), gen_len, generator=g)[:, prompt_len:].tolist()
+    out.update(distinct_1=distinct_n(samples, 1), distinct_2=distinct_n(samples, 2),
+               repetition_4=repetition_rate(samples, 4))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -570,6 +643,24 @@ def report(work_dir: str, out_path: str, header: str = "") -> str:
            "`~` marks an interval that contains 0: within noise.", "",
            "| claim | A - B | " + " | ".join(BENCHMARKS.values()) + " | Macro |", "|---|---|" + "---|" * 5]
     md += claim_rows(ours, tag)
+    extra = sorted(d for d in os.listdir(work_dir) if d.startswith("ChooBaCa-") and d not in runs
+                   and os.path.isfile(os.path.join(work_dir, d, "eval", "results.json")))
+    for d in extra:
+        runs[d] = json.load(open(os.path.join(work_dir, d, "eval", "results.json")))
+    if extra:
+        md += ["", "## Beyond the paper: other objectives (Table 3 layout)", "",
+               "| model | BLiMP | BLiMP suppl. | EWoK | GLUE | Macro | val loss |", "|---|---|---|---|---|---|---|"]
+        for d in extra:
+            sc = runs[d]["scores"]
+            md.append(f"| {d} | " + " | ".join(fmt(100 * sc[k] if k in sc else None) for k in
+                                                ("blimp", "blimp_supplement", "ewok", "glue", "macroaverage"))
+                      + f" | {runs[d].get('val_loss') or float('nan'):.3f} |")
+    diag = {v: r["diagnostics"] for v, r in runs.items() if r.get("diagnostics")}
+    if diag:
+        keys = list(next(iter(diag.values())))
+        md += ["", "## Mode-seeking diagnostics (dev set, against teacher 1; samples at temperature 1)", "",
+               "| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+        md += [f"| {v} | " + " | ".join(f"{d[k]:.3f}" for k in keys) + " |" for v, d in sorted(diag.items())]
     skipped = sorted({t for r in ours.values() for t in r.get("glue_skipped", {})})
     departures = sorted({d for r in ours.values() for d in r.get("departures", [])})
     if departures or skipped:

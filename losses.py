@@ -37,6 +37,32 @@ def reverse_kl(student_logits, teacher_logits, temperature: float = 1.0, mask=No
     return temperature ** 2 * _reduce(kl_per_position(student_logits, teacher_logits, temperature), mask, normalizer)
 
 
+def skew_kl(student_logits, teacher_logits, temperature: float = 1.0, mask=None, normalizer=None,
+            skew: float = 0.1, reverse: bool = False):
+    """Skew KL (Ko et al., 2024, DistiLLM): forward KL(p || s p + (1 - s) q), or with reverse=True
+    KL(q || s q + (1 - s) p); the mixture is taken in probability space. s = 0 gives the plain KLs."""
+    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)  # (B, T, V)
+    log_p = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    a, b = (log_q, log_p) if reverse else (log_p, log_q)  # KL(a || s a + (1 - s) b)
+    log_m = torch.logaddexp(a + torch.log(torch.tensor(skew)), b + torch.log(torch.tensor(1.0 - skew))) \
+        if skew > 0 else b
+    per_position = (a.exp() * (a - log_m)).sum(-1)
+    return temperature ** 2 * _reduce(per_position, mask, normalizer)
+
+
+def hybrid_kl(student_logits, teacher_logits, temperature: float = 1.0, mask=None, normalizer=None,
+              rv_weight: float = 0.5):
+    """w KL(q || p) + (1 - w) KL(p || q): reverse KL's mode seeking tempered by forward KL's coverage."""
+    return rv_weight * reverse_kl(student_logits, teacher_logits, temperature, mask, normalizer) + \
+        (1 - rv_weight) * forward_kl(student_logits, teacher_logits, temperature, mask, normalizer)
+
+
+def alternate_objective(step: int, epoch: int, period: int = 1, by: str = "step") -> str:
+    """"alternate": forward KL for `period` steps (or epochs), then reverse KL for as many, and so on."""
+    unit = step if by == "step" else epoch
+    return "fw" if (unit // period) % 2 == 0 else "rv"
+
+
 OBJECTIVES = {"fw": forward_kl, "rv": reverse_kl}
 
 
@@ -138,17 +164,27 @@ def lambda_schedule(epoch: int, epochs: int, lam0: float = 0.9, lam_min: float =
 
 
 def kd_loss(student_logits, teacher_logits: Sequence[torch.Tensor], objective: str, temperature: float = 2.0,
-            lam: float = 1.0, combine: str = "kl", mask=None, normalizer=None, fused: bool = True):
+            lam: float = 1.0, combine: str = "kl", mask=None, normalizer=None, fused: bool = True,
+            rv_weight: float = 0.5, skew: float = 0.1):
     """L_KD against one or more teachers.
 
     combine="logits": one target, the mean of the teachers' raw logits (Baby Llama's forward KL).
     combine="kl": the mean over teachers of the divergence to each teacher (the paper's reverse KL).
     Each target is mixed with the student's detached logits by `lam` (eq. 2; lam = 1 is no mixing).
     fused=True computes the same value and gradient block by block (_FusedKD); False composes the
-    reference functions above.
+    reference functions above. Beyond the paper: "hybrid" (rv_weight), "sfkl"/"srkl" (skew).
     """
+    if objective == "hybrid":
+        return sum(w * kd_loss(student_logits, teacher_logits, o, temperature, lam, combine, mask, normalizer, fused)
+                   for o, w in (("rv", rv_weight), ("fw", 1.0 - rv_weight)) if w)
+    if objective in ("sfkl", "srkl"):
+        targets = list(teacher_logits)
+        if combine == "logits" and len(targets) > 1:
+            targets = [torch.stack([t.float() for t in targets]).mean(0)]
+        return sum(skew_kl(student_logits, mix_logits(t, student_logits, lam), temperature, mask, normalizer,
+                           skew, reverse=objective == "srkl") for t in targets) / len(targets)
     if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
+        raise ValueError(f"unknown objective {objective!r}: use one of fw, rv, hybrid, sfkl, srkl")
     if combine not in ("kl", "logits"):
         raise ValueError(f"unknown teacher combination {combine!r}: use kl or logits")
     if fused:

@@ -40,7 +40,7 @@ elif [ "$SCALE" = cpu ]; then
   # (the cosine and the progressive lambda still run their whole course), fewer GLUE examples and epochs
   STUDENT=baby-llama-small; T1=llama-small; T2=gpt2-small
   TEACHER_FLAGS=(--max-steps 160 --batch-size 32 --warmup 16 --eval-every 80 --eval-max-seqs 512)
-  DISTILL_FLAGS=(--max-steps 100 --batch-size 32 --micro-batch 32 --warmup 10 --eval-every 50 --eval-max-seqs 512 --lr 1e-3)
+  DISTILL_FLAGS=(--max-steps 80 --batch-size 16 --micro-batch 16 --warmup 8 --eval-every 40 --eval-max-seqs 512 --lr 1e-3)
   GLUE_FLAGS=(--max-train-examples 500 --max-epochs 2)
 else
   echo "run_all.sh: unknown SCALE=$SCALE (use paper or cpu)" >&2; exit 2

@@ -165,3 +165,15 @@ def test_teacher_errors_are_one_clear_line(twelve, tmp_path):
     other = os.path.join(common["work_dir"], "teacher-debug-2023", "ckpt_best.pt")  # 2023 tokenizer
     with pytest.raises(ValueError, match="trained with another tokenizer"):
         DS.train(DS.DistillConfig(objective="rv", teachers=1, teacher=[other], **base))
+
+
+@pytest.mark.parametrize("name", ["ChooBaCa-hybrid-1-24+", "ChooBaCa-alternate-1-24", "ChooBaCa-srkl-1-24+",
+                                  "ChooBaCa-rvavg-2-24+"])
+def test_objectives_beyond_the_paper_run(twelve, name):
+    root, common = twelve
+    out = DS.train(DS.DistillConfig(variant=name, preset="debug", teacher1="debug", teacher2="debug-gpt2",
+                                    data_dir=str(root / "2024"), **common))
+    steps = [r for r in map(json.loads, open(os.path.join(out["out_dir"], "log.jsonl"))) if "kd" in r]
+    assert out["variant"] == name and len(steps) == 2 and all(np.isfinite(r["kd"]) for r in steps)
+    if "alternate" in name:
+        assert [r["objective"] for r in steps] == ["fw", "rv"]

@@ -144,3 +144,19 @@ def test_real_evaluation_data_loads_with_the_official_counts():
     for task in E.GLUE:
         rows = E.read_jsonl(os.path.join(EVAL_DIR, "glue_filtered", f"{task}.valid.jsonl"))
         assert rows and all(len(E.glue_text(task, r)) == 2 and "label" in r for r in rows[:50])
+
+
+def test_diagnostics_on_a_hand_made_distribution():
+    # student: probabilities (0.5, 0.25, 0.25); teacher: (0.7, 0.2, 0.1) -> hand-computed values
+    s = torch.tensor([[0.5, 0.25, 0.25]]).log()
+    t = torch.tensor([[0.7, 0.2, 0.1]]).log()
+    d = E.distribution_stats(s, t, k=2)
+    assert d["entropy"].item() == pytest.approx(-(0.5 * np.log(0.5) + 2 * 0.25 * np.log(0.25)), rel=1e-5)
+    assert d["top1_agreement"].item() == 1.0
+    assert d["mass_on_teacher_top2"].item() == pytest.approx(0.75, rel=1e-6)  # teacher's top 2: tokens 0 and 1
+    fkl = 0.7 * np.log(0.7 / 0.5) + 0.2 * np.log(0.2 / 0.25) + 0.1 * np.log(0.1 / 0.25)
+    rkl = 0.5 * np.log(0.5 / 0.7) + 0.25 * np.log(0.25 / 0.2) + 0.25 * np.log(0.25 / 0.1)
+    assert d["forward_kl"].item() == pytest.approx(fkl, rel=1e-5) and d["reverse_kl"].item() == pytest.approx(rkl, rel=1e-5)
+    assert E.distinct_n([[1, 2, 3], [1, 2, 4]], 1) == pytest.approx(4 / 6)
+    assert E.distinct_n([[1, 2, 3], [1, 2, 4]], 2) == pytest.approx(3 / 4)
+    assert E.repetition_rate([[1, 2, 1, 2, 1, 2], [1, 2, 3, 4, 5]], 2) == pytest.approx((1 - 2 / 5 + 0) / 2)

@@ -186,3 +186,29 @@ def test_fused_cross_entropy_equals_reference_and_passes_gradcheck():
     torch.testing.assert_close(torch.autograd.grad(a, z)[0], torch.autograd.grad(b, z)[0])
     z64 = z.detach()[:, :4].double().requires_grad_()
     assert torch.autograd.gradcheck(lambda x: L.cross_entropy(x, y[:, :4]), (z64,))
+
+
+def test_hybrid_interpolates_between_forward_and_reverse(logits):
+    s, t = logits
+    fw, rv = L.forward_kl(s, t, 2.0).item(), L.reverse_kl(s, t, 2.0).item()
+    for w in (0.0, 0.3, 1.0):
+        got = L.kd_loss(s, [t], "hybrid", 2.0, rv_weight=w).item()
+        assert got == pytest.approx(w * rv + (1 - w) * fw, rel=1e-5)
+        assert min(fw, rv) - 1e-6 <= got <= max(fw, rv) + 1e-6
+
+
+def test_skew_kl_matches_brute_force_and_reduces_to_kl(logits):
+    s, t = logits
+    assert L.skew_kl(s, t, skew=0.0).item() == pytest.approx(L.forward_kl(s, t).item(), rel=1e-6)
+    assert L.skew_kl(s, t, skew=0.0, reverse=True).item() == pytest.approx(L.reverse_kl(s, t).item(), rel=1e-6)
+    p, q = t.double().softmax(-1), s.double().softmax(-1)
+    m = 0.1 * p + 0.9 * q  # forward skew KL(p || 0.1 p + 0.9 q)
+    want = (p * (p.log() - m.log())).sum(-1).mean().item()
+    assert L.skew_kl(s, t, skew=0.1).item() == pytest.approx(want, rel=1e-5)
+    assert L.kd_loss(s, [t], "sfkl", 1.0, skew=0.1).item() == pytest.approx(want, rel=1e-5)
+
+
+def test_alternate_switches_on_schedule():
+    assert [L.alternate_objective(s, 0) for s in range(4)] == ["fw", "rv", "fw", "rv"]
+    assert [L.alternate_objective(s, 0, period=2) for s in range(6)] == ["fw", "fw", "rv", "rv", "fw", "fw"]
+    assert [L.alternate_objective(99, e, by="epoch") for e in range(3)] == ["fw", "rv", "fw"]

@@ -122,16 +122,20 @@ def test_bad_inputs_each_get_one_clear_line(syn, tmp_path, capsys):
     assert "truncated or corrupt" in run_main(E.main, [str(tmp_path / "cut.pt")], capsys)
 
 
-def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(syn, tmp_path, monkeypatch):
-    calls = {"n": 0}
-    real = TT.cross_entropy
+def poison_loss(monkeypatch, at_call: int, factor: float):
+    """Multiply the teacher script's loss by `factor` (nan, inf) at its `at_call`-th evaluation."""
+    calls, real = {"n": 0}, TT.cross_entropy
 
     def poisoned(logits, targets, **kw):
         calls["n"] += 1
         out = real(logits, targets, **kw)
-        return out * float("nan") if calls["n"] == 4 else out  # the 4th training micro-batch: step index 3
+        return out * factor if calls["n"] == at_call else out
 
     monkeypatch.setattr(TT, "cross_entropy", poisoned)
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(syn, tmp_path, monkeypatch):
+    poison_loss(monkeypatch, 4, float("nan"))  # the 4th training micro-batch: step index 3
     out = tmp_path / "nan"
     with pytest.raises(FloatingPointError, match="at step 3"):
         TT.train(TT.TrainConfig(**flags(syn, max_steps=8, ckpt_every=1, eval_every=0), out_dir=str(out)))
@@ -140,15 +144,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(syn, 
 
 
 def test_fp16_inf_steps_are_skipped_and_counted(syn, tmp_path, monkeypatch):
-    calls = {"n": 0}
-    real = TT.cross_entropy
-
-    def spiky(logits, targets, **kw):
-        calls["n"] += 1
-        out = real(logits, targets, **kw)
-        return out * float("inf") if calls["n"] == 2 else out
-
-    monkeypatch.setattr(TT, "cross_entropy", spiky)
+    poison_loss(monkeypatch, 2, float("inf"))
     out = tmp_path / "fp16"
     TT.train(TT.TrainConfig(**flags(syn, max_steps=4, precision="fp16", eval_every=0), out_dir=str(out)))
     log = [r for r in map(json.loads, open(out / "log.jsonl")) if "skipped_steps" in r]
