@@ -105,6 +105,7 @@ def run_one(args, job: dict) -> dict:
     opt = configure_optimizer(student, 1e-4, 0.1, device)
     x = torch.randint(4, V, (B, T), device=device)
     if job["step"] == "distill":
+        teachers = DS.teachers_in_compute_dtype(teachers, precision)  # as distill.py's loop does
         cfg = DS.resolve_variant(DS.DistillConfig(objective=job["objective"], single_step=False, mixing=True,
                                                   chunk_size=job["chunk"], precision=precision))
 

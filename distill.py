@@ -167,6 +167,12 @@ def load_teacher(path: str, tok, device) -> M.Transformer:
     return teacher.eval().requires_grad_(False)
 
 
+def teachers_in_compute_dtype(teachers: list, precision: str) -> list:
+    """Frozen teachers stored in bf16 when training in bf16: under autocast their fp32 weights would be
+    re-cast at every call (autocast caches casts only for weights that require grad)."""
+    return [t.to(torch.bfloat16) for t in teachers] if precision == "bf16" else teachers
+
+
 def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, backward_scale, generator=None,
                        sampler=None, objective: str = None):
     """Forward and backward of one micro-batch x (b, T) for eq. 9; returns (CE, KD) as floats.
@@ -232,10 +238,10 @@ def train(cfg: DistillConfig) -> dict:
     total = batches.steps_per_epoch * cfg.epochs
     total = min(total, cfg.max_steps) if cfg.max_steps else total
     cfg.precision = resolve_precision(cfg.precision, device, student, val[:micro].to(device))
+    teachers = teachers_in_compute_dtype(teachers, cfg.precision)
     sampler = None
-    if cfg.precision == "bf16":  # frozen teachers stored in bf16: autocast would re-cast their weights every call
-        teachers = [t.to(torch.bfloat16) for t in teachers]
-        sampler = M.build_model(student.config).to(device, torch.bfloat16).eval() if cfg.single_step else None
+    if cfg.precision == "bf16" and cfg.single_step:
+        sampler = M.build_model(student.config).to(device, torch.bfloat16).eval()
     optimizer = configure_optimizer(student, cfg.lr, cfg.weight_decay, device)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     generator = torch.Generator(device=device).manual_seed(cfg.seed + 2 + rank)  # single-step sampling

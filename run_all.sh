@@ -5,7 +5,7 @@
 #   BABYLM_DIR=../shared/data/corpus BABYLM_EVAL_DIR=../shared/data/eval bash run_all.sh   # CPU scale, ~30 min
 #   SCALE=paper bash run_all.sh           # the paper's sizes and schedules (a GPU)
 #   FORCE=1 bash run_all.sh               # rerun stages whose outputs exist
-#   EXTRA=1 bash run_all.sh               # also the objectives beyond the paper
+#   EXTRA=1 bash run_all.sh               # also hybrid, alternate, skew and teacher-averaged reverse KL
 #
 # Data: BABYLM_DIR (2024 layout), BABYLM_2023_DIR (2023 layout), BABYLM_EVAL_DIR (the pipeline's
 # evaluation_data). With no BabyLM data at all, the synthetic demo corpus runs instead (not the paper's data).
@@ -22,12 +22,16 @@ mkdir -p "$WORK"
 TIMES="$WORK/stage_times.tsv"
 T_START=$(date +%s)
 
-stage() {  # stage NAME OUTPUT command...: skipped when OUTPUT exists (unless FORCE=1); the first failure stops
+stage() {  # stage NAME OUTPUT command...: skipped when it finished before and OUTPUT exists (FORCE=1 reruns);
+  # the first failure stops the run. "Finished" is a marker written after success, so a run killed
+  # half-way (whose best checkpoint may exist) is redone, not mistaken for done.
   local name=$1 output=$2; shift 2
-  if [ -e "$output" ] && [ "$FORCE" != 1 ]; then echo "== $name: $output exists, skipped"; return 0; fi
+  local marker="$WORK/.done/${name// /_}"
+  if [ -e "$marker" ] && [ -e "$output" ] && [ "$FORCE" != 1 ]; then echo "== $name: done before, skipped"; return 0; fi
   echo "== $name: $*"
   local t0; t0=$(date +%s)
   if ! "$@"; then echo "run_all.sh: stage '$name' failed (command: $*)" >&2; exit 1; fi
+  mkdir -p "$WORK/.done" && touch "$marker"
   printf '%s\t%s\n' "$name" $(( $(date +%s) - t0 )) >> "$TIMES"
 }
 
@@ -89,10 +93,24 @@ for d in "${DATASETS[@]}"; do
   done
 done
 
-# ---- stage 4: evaluation ------------------------------------------------------------------------------------
+# ---- stage 3b (EXTRA=1): objectives beyond the paper, on the first data set ------------------------------------
+if [ "$EXTRA" = 1 ]; then
+  tag=$(python -c "import distill; print(distill.DATA_TAG['${DATASETS[0]}'])")
+  for v in hybrid-1+ alternate-1 srkl-1+ rvavg-2+; do
+    name="ChooBaCa-${v%+}-$tag${v//[^+]/}"
+    VARIANTS+=("$name")
+    stage "distill $name" "$WORK/$name/ckpt_best.pt" \
+      python distill.py --variant "$name" --preset "$STUDENT" --teacher1 "$T1" --teacher2 "$T2" \
+        --work-dir "$WORK" "${DISTILL_FLAGS[@]}"
+  done
+fi
+
+# ---- stage 4: evaluation, and the mode-seeking diagnostics against teacher 1 ----------------------------------
 for name in "${VARIANTS[@]}"; do
   stage "evaluate $name" "$WORK/$name/eval/results.json" \
     python evaluate.py "$WORK/$name/ckpt_best.pt" --eval-dir "$EVAL_DIR" --tasks "$TASKS" "${GLUE_FLAGS[@]}"
+  stage "diagnostics $name" "$WORK/$name/eval/results.json" \
+    python evaluate.py "$WORK/$name/ckpt_best.pt" --tasks "" --diagnostics
 done
 
 # ---- stage 5: report ----------------------------------------------------------------------------------------
