@@ -369,7 +369,7 @@ def evaluate(ckpt_path: str, args) -> dict:
     if ckpt.get("tokenizer_sha") not in (None, tok.sha) or model.config.vocab_size != tok.vocab_size:
         raise ValueError(f"tokenizer {tok.path} (vocab {tok.vocab_size}) is not the one {ckpt_path} was trained "
                          f"with (vocab {model.config.vocab_size}): pass the right --tokenizer")
-    # auto: bf16 trunk on a CPU too (the head is fp32 either way; see README for the agreement with fp32)
+    # auto: a bf16 trunk on a CPU too, for speed (the head and log-softmax are fp32 either way)
     precision = "bf16" if args.precision == "auto" and device.type == "cpu" else resolve_precision(args.precision, device)
     out_dir = args.out_dir or os.path.join(os.path.dirname(ckpt_path), "eval")
     path = os.path.join(out_dir, "results.json")
@@ -382,6 +382,9 @@ def evaluate(ckpt_path: str, args) -> dict:
     if args.diagnostics:
         cfg = ckpt.get("config", {})
         teacher_path = args.teacher or (ckpt.get("teacher_paths") or [""])[0]
+        if not teacher_path and "teacher1" in cfg:  # older checkpoints: the teacher by distill.py's convention
+            import distill
+            teacher_path = distill.teacher_paths(distill.DistillConfig(**cfg))[0]
         if not teacher_path:
             raise ValueError(f"{ckpt_path} names no teacher: pass --teacher for --diagnostics")
         teacher, _ = M.load_model(teacher_path, device)

@@ -112,7 +112,7 @@ def test_evaluate_writes_results_tables_and_predictions(tok_model, syn, tmp_path
                                                                            "label": 0}) + "\n")
     args = argparse.Namespace(tokenizer="", device="cpu", precision="fp32", out_dir=str(tmp_path / "out"),
                               tasks="blimp,glue", eval_dir=str(eval_dir), glue_tasks="cola,rte",
-                              max_train_examples=8, max_epochs=1)
+                              max_train_examples=8, max_epochs=1, diagnostics=False, teacher="")
     res = E.evaluate(str(tmp_path / "ckpt.pt"), args)
     assert set(res["zero_shot"]["blimp"]) == {"synthetic_subject_verb", "synthetic_determiner_noun",
                                               "synthetic_relative_clause"}
