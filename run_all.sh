@@ -82,27 +82,22 @@ done
 
 # ---- stage 3: the twelve variants (six per data set) -------------------------------------------------------
 VARIANTS=()
+distill_variant() {  # distill_variant TAG v: e.g. 24 rv-1+ -> ChooBaCa-rv-1-24+
+  local name="ChooBaCa-${2%+}-$1${2//[^+]/}"
+  VARIANTS+=("$name")
+  stage "distill $name" "$WORK/$name/ckpt_best.pt" \
+    python distill.py --variant "$name" --preset "$STUDENT" --teacher1 "$T1" --teacher2 "$T2" \
+      --work-dir "$WORK" "${DISTILL_FLAGS[@]}"
+}
 for d in "${DATASETS[@]}"; do
   tag=$(python -c "import distill; print(distill.DATA_TAG['$d'])")
-  for v in fw-2 fw-1 rv-2 rv-1 rv-2+ rv-1+; do
-    name="ChooBaCa-${v%+}-$tag${v//[^+]/}"
-    VARIANTS+=("$name")
-    stage "distill $name" "$WORK/$name/ckpt_best.pt" \
-      python distill.py --variant "$name" --preset "$STUDENT" --teacher1 "$T1" --teacher2 "$T2" \
-        --work-dir "$WORK" "${DISTILL_FLAGS[@]}"
-  done
+  for v in fw-2 fw-1 rv-2 rv-1 rv-2+ rv-1+; do distill_variant "$tag" "$v"; done
 done
 
 # ---- stage 3b (EXTRA=1): objectives beyond the paper, on the first data set ------------------------------------
 if [ "$EXTRA" = 1 ]; then
   tag=$(python -c "import distill; print(distill.DATA_TAG['${DATASETS[0]}'])")
-  for v in hybrid-1+ alternate-1 srkl-1+ rvavg-2+; do
-    name="ChooBaCa-${v%+}-$tag${v//[^+]/}"
-    VARIANTS+=("$name")
-    stage "distill $name" "$WORK/$name/ckpt_best.pt" \
-      python distill.py --variant "$name" --preset "$STUDENT" --teacher1 "$T1" --teacher2 "$T2" \
-        --work-dir "$WORK" "${DISTILL_FLAGS[@]}"
-  done
+  for v in hybrid-1+ alternate-1 srkl-1+ rvavg-2+; do distill_variant "$tag" "$v"; done
 fi
 
 # ---- stage 4: evaluation, and the mode-seeking diagnostics against teacher 1 ----------------------------------
