@@ -603,6 +603,37 @@ def read_csv(path: str) -> list:
         return list(csv.DictReader(f))
 
 
+def plot_curves(work_dir: str, runs: list, out_dir: str) -> list:
+    """One PNG per run of its training loss (and CE, KD) and validation loss against the step, when
+    matplotlib is installed (an optional dependency); returns the files written."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for run in runs:
+        log = os.path.join(work_dir, run, "log.jsonl")
+        if not os.path.isfile(log):
+            continue
+        rows = [json.loads(line) for line in open(log) if line.strip()]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for key in ("loss", "ce", "kd", "val_loss"):
+            pts = [(r["step"], r[key]) for r in rows if key in r]
+            if pts:
+                ax.plot(*zip(*pts), marker="o" if key == "val_loss" else None, label=key)
+        ax.set(xlabel="step", ylabel="nats", title=run)
+        ax.legend()
+        path = os.path.join(out_dir, f"{run}.png")
+        fig.tight_layout()
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
 def report(work_dir: str, out_path: str, header: str = "") -> str:
     here = os.path.dirname(os.path.abspath(__file__))
     paper2, paper3 = read_csv(os.path.join(here, "paper_table2.csv")), read_csv(os.path.join(here, "paper_table3.csv"))
@@ -664,6 +695,11 @@ def report(work_dir: str, out_path: str, header: str = "") -> str:
         md += ["", "## Mode-seeking diagnostics (dev set, against teacher 1; samples at temperature 1)", "",
                "| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
         md += [f"| {v} | " + " | ".join(f"{d[k]:.3f}" for k in keys) + " |" for v, d in sorted(diag.items())]
+    plots = plot_curves(work_dir, sorted(runs), os.path.join(work_dir, "plots"))
+    if plots:  # linked relative to results.md; the PNGs stay in the (ignored) work folder
+        here_dir = os.path.dirname(os.path.abspath(out_path))
+        md += ["", "## Loss curves", ""] + [f"![{os.path.basename(p)[:-4]}]({os.path.relpath(p, here_dir)})"
+                                           for p in plots]
     skipped = sorted({t for r in ours.values() for t in r.get("glue_skipped", {})})
     departures = sorted({d for r in ours.values() for d in r.get("departures", [])})
     if departures or skipped:

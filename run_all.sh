@@ -121,6 +121,5 @@ print(f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} 
   awk -F'\t' '{printf "| %s | %s |\n", $1, $2}' "$TIMES"
   echo
 } > "$WORK/report_header.md"
-python evaluate.py report --work-dir "$WORK" --out "$WORK/results.md" --header-file "$WORK/report_header.md" > /dev/null
-cp "$WORK/results.md" results.md
+python evaluate.py report --work-dir "$WORK" --out results.md --header-file "$WORK/report_header.md" > /dev/null
 echo "== done in $(( $(date +%s) - T_START ))s: results.md"

@@ -160,3 +160,15 @@ def test_diagnostics_on_a_hand_made_distribution():
     assert E.distinct_n([[1, 2, 3], [1, 2, 4]], 1) == pytest.approx(4 / 6)
     assert E.distinct_n([[1, 2, 3], [1, 2, 4]], 2) == pytest.approx(3 / 4)
     assert E.repetition_rate([[1, 2, 1, 2, 1, 2], [1, 2, 3, 4, 5]], 2) == pytest.approx((1 - 2 / 5 + 0) / 2)
+
+
+def test_loss_curve_plots_when_matplotlib_is_installed(tmp_path):
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "ChooBaCa-rv-1-24"
+    run.mkdir()
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (
+        {"step": 1, "loss": 3.0, "ce": 5.0, "kd": 1.0}, {"step": 2, "loss": 2.5, "ce": 4.5, "kd": 0.5},
+        {"step": 2, "val_loss": 4.6})))
+    files = E.plot_curves(str(tmp_path), ["ChooBaCa-rv-1-24", "missing"], str(tmp_path / "plots"))
+    assert files == [str(tmp_path / "plots" / "ChooBaCa-rv-1-24.png")]
+    assert open(files[0], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
