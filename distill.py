@@ -234,7 +234,8 @@ def train(cfg: DistillConfig) -> dict:
     set_seed(cfg.seed)
     device = get_device(cfg.device)
     corpus, batches, val, micro, accum, rank, world = prepare_run(cfg, device)
-    teachers = [load_teacher(p, corpus.tokenizer, device) for p in teacher_paths(cfg)]
+    paths = [os.path.abspath(p) for p in teacher_paths(cfg)]
+    teachers = [load_teacher(p, corpus.tokenizer, device) for p in paths]
     student = M.build_model(M.get_config(cfg.preset, vocab_size=corpus.tokenizer.vocab_size), seed=cfg.seed).to(device)
     total = batches.steps_per_epoch * cfg.epochs
     total = min(total, cfg.max_steps) if cfg.max_steps else total
@@ -301,7 +302,7 @@ def train(cfg: DistillConfig) -> dict:
                 t_last, since = time.perf_counter(), 0
             t_pause = time.perf_counter()  # validation and checkpoints do not count against tokens/s
             extra = {"sampler_rng": generator.get_state(), "variant": cfg.variant,
-                     "teacher_paths": [os.path.abspath(p) for p in teacher_paths(cfg)]}
+                     "teacher_paths": paths}
             if end_of_epoch or (cfg.eval_every and step % cfg.eval_every == 0):
                 val_loss = estimate_val_loss(student, val, micro, device, cfg.precision)  # plain student CE
                 log.write(step=step, epoch=epoch, val_loss=val_loss)

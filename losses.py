@@ -142,7 +142,7 @@ class _FusedCE(torch.autograd.Function):
 
 def cross_entropy(logits, targets, ignore_index: int = -100, normalizer=None, fused: bool = True):
     """Eq. 10: mean over positions whose target is not `ignore_index` of -log q_S(target), in fp32."""
-    if fused:
+    if fused and torch.is_grad_enabled() and logits.requires_grad:  # the fused path writes a gradient
         total = _FusedCE.apply(logits.flatten(0, 1), targets.flatten(), ignore_index).sum()
     else:
         total = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=ignore_index,
@@ -187,7 +187,7 @@ def kd_loss(student_logits, teacher_logits: Sequence[torch.Tensor], objective: s
         raise ValueError(f"unknown objective {objective!r}: use one of fw, rv, hybrid, sfkl, srkl")
     if combine not in ("kl", "logits"):
         raise ValueError(f"unknown teacher combination {combine!r}: use kl or logits")
-    if fused:
+    if fused and torch.is_grad_enabled() and student_logits.requires_grad:  # the fused path writes a gradient
         B, T, V = student_logits.shape
         per_position = _FusedKD.apply(student_logits.reshape(B * T, V), lam, temperature, objective == "rv",
                                       combine == "logits", *[t.reshape(B * T, V) for t in teacher_logits])
