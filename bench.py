@@ -79,7 +79,7 @@ def run_one(args, job: dict) -> dict:
     """One configuration, in this process."""
     import distill as DS
     from losses import cross_entropy
-    from train_teacher import autocast_ctx, configure_optimizer, next_token_targets
+    from runtime import autocast_ctx, configure_optimizer, next_token_targets
     torch.manual_seed(0)
     device = torch.device(job["device"])
     precision = job["dtype"]

@@ -1,4 +1,4 @@
-"""BabyLM strict-small corpora (SPEC.md section 2): layouts, Baby Llama's cleaning, a SentencePiece BPE
+"""BabyLM strict-small corpora (README "Data"): layouts, Baby Llama's cleaning, a SentencePiece BPE
 tokenizer, uint16 token caches and the epoch batches every script trains on.
 
     BABYLM_DIR=../shared/data/corpus python data.py prepare --data 2024
@@ -124,7 +124,8 @@ def read_clean_lines(path: str) -> list:
 
 def train_tokenizer(files: list, vocab_size: int, model_path: str, max_sentences: int = 2_000_000):
     """SentencePiece BPE with byte fallback (nothing is ever unknown), NFKC, pad 0 / bos 1 / eos 2 / unk 3.
-    At most `max_sentences` lines are sampled, which bounds time and memory on 10M words."""
+    At most `max_sentences` lines are sampled, which bounds time and memory on 10M words. `vocab_size` is a
+    soft limit: a small corpus (the synthetic language) gets the largest vocabulary it supports below it."""
     import sentencepiece as spm
     lines = (line for f in sorted(files) for line in read_clean_lines(f))
     prefix = model_path[: -len(".model")] + f".tmp{os.getpid()}"
@@ -133,7 +134,7 @@ def train_tokenizer(files: list, vocab_size: int, model_path: str, max_sentences
         byte_fallback=True, normalization_rule_name="nfkc", character_coverage=0.9995,
         pad_id=PAD, bos_id=BOS, eos_id=EOS, unk_id=UNK, input_sentence_size=max_sentences,
         shuffle_input_sentence=True, num_threads=os.cpu_count() or 1, max_sentence_length=1 << 16,
-        minloglevel=2)
+        hard_vocab_limit=False, minloglevel=2)
     os.replace(prefix + ".model", model_path)
     os.remove(prefix + ".vocab")
 
@@ -177,8 +178,8 @@ def token_cache(tok: Tokenizer, files: list, cache_dir: str, split: str, separat
     """All files' cleaned lines as one uint16 token stream, memmapped from a file whose name hashes the
     tokenizer model, the input files and the separator, so any change rebuilds it."""
     assert tok.vocab_size < 65536, "uint16 cache needs a vocabulary below 65536"
-    if separator not in ("none", "bos", "eos"):
-        raise ValueError(f"unknown separator {separator!r}: use none, bos or eos")
+    if separator not in ("none", "bos", "eos", "both"):
+        raise ValueError(f"unknown separator {separator!r}: use none, bos, eos or both")
     key = _hash_files(files, extra=f"{tok.sha}|{separator}|clean-v1")
     path = os.path.join(cache_dir, f"{split}-{key}.bin")
     if not os.path.isfile(path):
@@ -186,7 +187,7 @@ def token_cache(tok: Tokenizer, files: list, cache_dir: str, split: str, separat
         tmp = f"{path}.tmp{os.getpid()}"
         with open(tmp, "wb") as out:
             for f in sorted(files):
-                ids = tok.encode(read_clean_lines(f), bos=separator == "bos", eos=separator == "eos")
+                ids = tok.encode(read_clean_lines(f), bos=separator in ("bos", "both"), eos=separator in ("eos", "both"))
                 out.write(np.fromiter((i for line in ids for i in line), dtype=np.uint16).tobytes())
         os.replace(tmp, path)
     return np.memmap(path, dtype=np.uint16, mode="r")
@@ -246,14 +247,14 @@ class Batches:
         return offset, torch.randperm(self.n_seq, generator=g)
 
     def epoch(self, epoch: int, start_step: int = 0):
-        """Yields (step, tokens (B/world, T) int64) from `start_step` to the end of the epoch."""
+        """Yields the batches (B/world, T) int64 of an epoch from `start_step` to its end."""
         offset, perm = self.order(epoch)
         per_rank = self.B // self.world
         for step in range(start_step, self.steps_per_epoch):
             idx = perm[step * self.B + self.rank * per_rank: step * self.B + (self.rank + 1) * per_rank]
             starts = offset + idx.numpy() * self.T
             rows = np.stack([self.tokens[s:s + self.T] for s in starts]).astype(np.int64)  # (B, T)
-            yield step, torch.from_numpy(rows)
+            yield torch.from_numpy(rows)
 
 
 def val_sequences(tokens: np.ndarray, seq_len: int, max_n: int = 8192) -> torch.Tensor:

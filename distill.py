@@ -1,90 +1,87 @@
-"""Distil the 58M Baby Llama student from one or two teachers (SPEC.md sections 4-5): forward or reverse KL
+"""Distil the 58M Baby Llama student from one or two teachers (README "Distillation"): forward or reverse KL
 (eqs. 4-5, reduced as eq. 1), teacher-student logit mixing (eq. 2), MiniLLM's single-step term, the
 step-wise (chunked) loss and the progressive lambda schedule (eq. 3); total loss eq. 9.
 
-    python distill.py --variant ChooBaCa-rv-1-24+ --preset debug --teacher1 debug --data synthetic --max-steps 20
+    python distill.py --variant ChooBaCa-rv-1-syn+ --preset debug --teacher1-preset debug --data synthetic --max-steps 20
     python distill.py --objective rv --teachers 1 --data 2024            # ChooBaCa-rv-1-24 (paper, GPU)
     python distill.py --objective rv --teachers 2 --data 2024 --plus     # ChooBaCa-rv-2-24+
     torchrun --nproc_per_node 4 distill.py --variant ChooBaCa-fw-2-23
 
-Teachers are found as <work_dir>/teacher-<teacher1|teacher2>-<data>/ckpt_best.pt, or given with --teacher.
-Shape legend: B batch, T time, C = dim, V vocab, P prompt length.
+Teachers are found as <work_dir>/teacher-<teacher1_preset|teacher2_preset>-<data>/ckpt_best.pt, or given
+with --teacher-ckpt. Shape legend: B batch, T time, C = dim, V vocab, P prompt length.
 """
 import os
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Optional
 
 import torch
 from tqdm import tqdm
 
 import model as M
-from losses import alternate_objective, cross_entropy, kd_loss, lambda_schedule
-from train_teacher import (RunLog, all_reduce_grads, autocast_ctx, broadcast_params, check_finite,
-                           configure_optimizer, estimate_val_loss, get_device, get_lr, global_mean, load_checkpoint,
-                           next_token_targets, parse_config, prepare_run, resolve_precision, save_checkpoint,
-                           set_determinism, set_seed)
+from losses import alternate_objective, combine_teachers, cross_entropy, kd_loss, lambda_schedule, mix_logits
+from runtime import (RunLog, TrainConfig, all_reduce_grads, autocast_ctx, broadcast_params, check_finite,
+                     check_resume, configure_optimizer, estimate_val_loss, get_device, get_lr, global_mean,
+                     load_checkpoint, next_token_targets, opt, parse_config, prepare_run, resolve_precision,
+                     save_checkpoint, save_snapshot, set_determinism, set_seed)
 
 VARIANT_RE = re.compile(r"^ChooBaCa-(fw|rv|rvavg|hybrid|alternate|sfkl|srkl)-([12])-(23|24|syn)(\+?)$")
-EXTRA_OBJECTIVES = ("hybrid", "alternate", "sfkl", "srkl")
+OBJECTIVES = ["fw", "rv", "hybrid", "alternate", "sfkl", "srkl"]  # the paper's two, then beyond it
 DATA_TAG = {"2023": "23", "2024": "24", "synthetic": "syn"}
+PRESETS = list(M.PRESETS)
 
 
 @dataclass
-class DistillConfig:
-    variant: str = ""                  # e.g. ChooBaCa-rv-1-24+: sets objective, teachers, data and plus
-    objective: str = "fw"              # fw | rv (the paper) | hybrid | alternate | sfkl | srkl (beyond it)
-    teachers: int = 1                  # 1: llama teacher; 2: llama and gpt2
-    data: str = "2024"                 # 2024 | 2023 | synthetic
-    plus: bool = False                 # the "+" variants: step-wise loss and progressive schedule, no single step
-    mixing: Optional[bool] = None      # technique switches; None: as the variant of Table 1 says
-    single_step: Optional[bool] = None
-    progressive: Optional[bool] = None
-    chunk_size: int = -1               # step-wise chunk k; -1: 32 for "+" variants, else 0 (whole sequence)
-    lam: float = 0.9                   # constant mixing coefficient when progressive is off
-    lam0: float = 0.9                  # eq. 3
-    lam_min: float = 0.3
-    alpha: float = 0.5                 # eq. 9 weight of cross-entropy
-    temperature: float = 2.0
-    kd_norm: str = "tokens"            # tokens: mean over B*T positions (eq. 1); batch: Baby Llama's divide-by-B
-    teacher_combine: str = "auto"      # auto (fw: logits, rv: kl) | logits | kl
-    rv_weight: float = 0.5             # hybrid: w reverse + (1 - w) forward
-    skew: float = 0.1                  # sfkl / srkl: the skew of the mixture (Ko et al., 2024)
-    alternate_by: str = "step"         # alternate: switch forward/reverse by step or by epoch
-    alternate_period: int = 1
-    prompt_len: int = 0                # single step: corpus prompt (0: half of seq_len, 64); the rest is sampled
-    teacher: list = None               # explicit teacher checkpoints (repeatable), overriding the convention
-    teacher1: str = "llama-360m"
-    teacher2: str = "gpt2-705m"
-    preset: str = "baby-llama-58m"
-    data_dir: str = ""
-    work_dir: str = "out"
-    out_dir: str = ""                  # default: <work_dir>/<variant>
-    vocab_size: int = 16000
-    separator: str = "none"
-    epochs: int = 6
-    max_steps: int = 0
-    stop_after: int = 0
-    batch_size: int = 32
-    micro_batch: int = 0
-    seq_len: int = 128
-    lr: float = 2.5e-4
-    warmup: int = 200
-    min_lr: float = 0.0
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    eval_every: int = 0
-    eval_max_seqs: int = 8192
-    ckpt_every: int = 100
-    log_every: int = 10
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    compile: bool = False
-    deterministic: bool = False
-    resume: bool = False
+class DistillConfig(TrainConfig):
+    """TrainConfig with the student's defaults (README "Distillation") and the distillation fields."""
+    # the student's values where they differ from the teacher's
+    preset: str = opt("baby-llama-58m", "student preset (model.py PRESETS)", PRESETS)
+    out_dir: Optional[str] = opt(None, "run folder (None: <work_dir>/<variant>)")
+    epochs: int = opt(6, "epochs over the training windows")
+    batch_size: int = opt(32, "sequences per optimizer step, all processes together")
+    lr: Optional[float] = opt(2.5e-4, "peak learning rate")
+    warmup: int = opt(200, "linear warmup steps, then cosine to min_lr")
+    weight_decay: float = opt(0.1, "AdamW weight decay on matrices only")
+    # which variant
+    variant: Optional[str] = opt(None, "e.g. ChooBaCa-rv-1-24+: sets objective, teachers, data and plus")
+    objective: str = opt("fw", "fw, rv (the paper), or beyond it: hybrid, alternate, sfkl, srkl", OBJECTIVES)
+    teachers: int = opt(1, "how many teachers: 1 (the llama) or 2 (llama and gpt2)", [1, 2])
+    plus: bool = opt(False, "the '+' variants: step-wise loss and progressive schedule, no single step")
+    mixing: Optional[bool] = opt(None, "mix teacher and student logits, eq. 2 (None: as Table 1 says)")
+    single_step: Optional[bool] = opt(None, "MiniLLM's single-step term on sampled text (None: as Table 1 says)")
+    progressive: Optional[bool] = opt(None, "eq. 3 schedule of lambda (None: as Table 1 says)")
+    chunk_size: Optional[int] = opt(None, "step-wise chunk k (None: 32 for '+' variants, else 0 = whole sequence)")
+    # the loss (eqs. 1-3, 9)
+    lam: float = opt(0.9, "constant mixing coefficient of eq. 2 when the schedule is off")
+    lam0: float = opt(0.9, "eq. 3: lambda at the first epoch")
+    lam_min: float = opt(0.3, "eq. 3: lambda's floor")
+    alpha: float = opt(0.5, "eq. 9: weight of the cross-entropy")
+    temperature: float = opt(2.0, "distillation temperature T")
+    kd_norm: str = opt("tokens", "tokens: mean over B*T positions (eq. 1); batch: Baby Llama's divide-by-B",
+                       ["tokens", "batch"])
+    teacher_combine: Optional[str] = opt(None, "two teachers: logits (one averaged target) or kl (mean of the "
+                                               "KLs); None: logits for fw, kl otherwise", ["logits", "kl", None])
+    rv_weight: float = opt(0.5, "hybrid: w reverse + (1 - w) forward")
+    skew: float = opt(0.1, "sfkl / srkl: the skew of the mixture (Ko et al., 2024)")
+    alternate_by: str = opt("step", "alternate: switch forward/reverse by step or by epoch", ["step", "epoch"])
+    alternate_period: int = opt(1, "alternate: steps (or epochs) per objective")
+    prompt_len: Optional[int] = opt(None, "single step: corpus prompt, the rest sampled (None: seq_len / 2)")
+    # the teachers
+    teacher_ckpt: Optional[list] = opt(None, "teacher checkpoint paths, overriding the presets' convention")
+    teacher1_preset: str = opt("llama-360m", "preset of teacher 1", PRESETS)
+    teacher2_preset: str = opt("gpt2-705m", "preset of teacher 2", PRESETS)
+
+    def validate(self):
+        super().validate()
+        for name in ("lam", "lam0", "lam_min", "alpha", "rv_weight", "skew"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must lie in [0, 1]")
+        if self.temperature <= 0 or self.alternate_period < 1:
+            raise ValueError("--temperature must be positive and --alternate-period at least 1")
+        if self.chunk_size is not None and self.chunk_size < 0:
+            raise ValueError(f"--chunk-size {self.chunk_size}: must be 0 (whole sequence) or positive")
 
 
 def variant_name(objective: str, teachers: int, data: str, plus: bool) -> str:
@@ -92,36 +89,30 @@ def variant_name(objective: str, teachers: int, data: str, plus: bool) -> str:
 
 
 def resolve_variant(cfg: DistillConfig) -> DistillConfig:
-    """Fill the technique switches from Table 1 (SPEC section 5); explicit flags win."""
+    """Validate, then fill the technique switches from Table 1 (README "The twelve variants"); explicit flags win."""
     if cfg.variant:
         m = VARIANT_RE.match(cfg.variant)
         if not m:
-            raise ValueError(f"unknown variant {cfg.variant!r}: expected ChooBaCa-{{fw|rv}}-{{1|2}}-{{23|24}}[+], "
+            raise ValueError(f"unknown variant {cfg.variant!r}: expected ChooBaCa-{{fw|rv}}-{{1|2}}-{{23|24|syn}}[+], "
                              f"e.g. ChooBaCa-rv-1-24+")
         cfg.objective, cfg.teachers, cfg.plus = m.group(1), int(m.group(2)), m.group(4) == "+"
         if cfg.objective == "rvavg":  # reverse KL against the averaged teachers (the paper's future work)
             cfg.objective, cfg.teacher_combine = "rv", "logits"
         cfg.data = {v: k for k, v in DATA_TAG.items()}[m.group(3)]
-    if cfg.objective not in ("fw", "rv") + EXTRA_OBJECTIVES:
-        raise ValueError(f"unknown objective {cfg.objective!r}: use fw or rv, or one of {', '.join(EXTRA_OBJECTIVES)}")
-    if cfg.teachers not in (1, 2):
-        raise ValueError(f"--teachers must be 1 or 2, not {cfg.teachers}")
+    cfg.validate()
     if cfg.plus and cfg.objective == "fw":
         raise ValueError("the '+' variants are reverse-KL only (Table 1): use --objective rv with --plus")
     rv = cfg.objective == "rv"
-    if cfg.teacher_combine == "auto":
-        cfg.teacher_combine = "logits" if cfg.objective == "fw" else "kl"
+    cfg.teacher_combine = cfg.teacher_combine or ("logits" if cfg.objective == "fw" else "kl")
     averaged = cfg.objective != "fw" and cfg.teachers == 2 and cfg.teacher_combine == "logits"  # beyond the paper
     cfg.variant = variant_name(cfg.objective + ("avg" if averaged else ""), cfg.teachers, cfg.data, cfg.plus)
     cfg.mixing = (rv or cfg.plus) if cfg.mixing is None else cfg.mixing
     cfg.single_step = (rv and not cfg.plus) if cfg.single_step is None else cfg.single_step
     cfg.progressive = cfg.plus if cfg.progressive is None else cfg.progressive
-    cfg.chunk_size = (32 if cfg.plus else 0) if cfg.chunk_size < 0 else cfg.chunk_size
+    cfg.chunk_size = (32 if cfg.plus else 0) if cfg.chunk_size is None else cfg.chunk_size
     if cfg.single_step and cfg.chunk_size:
         raise ValueError("single step and step-wise chunks together are not implemented (no Table 1 variant "
                          "uses both): pass --chunk-size 0 or --no-single-step")
-    if cfg.kd_norm not in ("tokens", "batch"):
-        raise ValueError(f"unknown --kd-norm {cfg.kd_norm!r}: use tokens or batch")
     cfg.prompt_len = cfg.prompt_len or cfg.seq_len // 2
     if cfg.single_step and not 0 < cfg.prompt_len < cfg.seq_len:
         raise ValueError(f"--prompt-len {cfg.prompt_len} must lie inside the sequence of {cfg.seq_len}")
@@ -143,16 +134,17 @@ def schedule_epoch(step: int, total: int, epochs: int) -> int:
 
 
 def teacher_paths(cfg: DistillConfig) -> list:
-    if cfg.teacher:
-        if len(cfg.teacher) != cfg.teachers:
-            raise ValueError(f"{cfg.teachers} teacher(s) asked for but {len(cfg.teacher)} --teacher path(s) given")
-        return list(cfg.teacher)
+    if cfg.teacher_ckpt:
+        if len(cfg.teacher_ckpt) != cfg.teachers:
+            raise ValueError(f"{cfg.teachers} teacher(s) asked for but {len(cfg.teacher_ckpt)} --teacher-ckpt "
+                             f"path(s) given")
+        return list(cfg.teacher_ckpt)
     paths = []
-    for preset in [cfg.teacher1, cfg.teacher2][:cfg.teachers]:
+    for preset in [cfg.teacher1_preset, cfg.teacher2_preset][:cfg.teachers]:
         path = os.path.join(cfg.work_dir, f"teacher-{preset}-{cfg.data}", "ckpt_best.pt")
         if not os.path.isfile(path):
             raise ValueError(f"no {preset} teacher at {path}: train it first with `python train_teacher.py "
-                             f"--preset {preset} --data {cfg.data} --work-dir {cfg.work_dir}` or pass --teacher")
+                             f"--preset {preset} --data {cfg.data} --work-dir {cfg.work_dir}` or pass --teacher-ckpt")
         paths.append(path)
     return paths
 
@@ -173,32 +165,41 @@ def teachers_in_compute_dtype(teachers: list, precision: str) -> list:
     return [t.to(torch.bfloat16) for t in teachers] if precision == "bf16" else teachers
 
 
+def sample_single_step(student, teachers, x, cfg: DistillConfig, lam: float, generator=None, sampler=None):
+    """MiniLLM's single-step sequences: the prompt x[:, :P] continued for T - P tokens sampled from
+    softmax(z_mix), z_mix = eq. 2 applied to the combined teachers. Returns (sequences (b, T), mask (b, T)
+    of the positions whose logits predict a sampled token). `sampler`, when given, is a model in the compute
+    dtype that receives the student's current weights (autocast would otherwise re-cast every weight at
+    each of the T - P decoding steps)."""
+    b, T = x.shape
+    P = cfg.prompt_len
+    mix = lambda zs: mix_logits(combine_teachers(zs[1:]), zs[0], lam)  # noqa: E731 (zs[0] is the student)
+    if sampler is not None:
+        sampler.load_state_dict(student.state_dict())  # this step's weights, cast once
+    with autocast_ctx(x.device, cfg.precision):
+        seq = M.generate([sampler or student, *teachers], x[:, :P], T - P, mix=mix, generator=generator)  # (b, T)
+    mask = torch.zeros(b, T, dtype=torch.bool, device=x.device)
+    mask[:, P - 1:T - 1] = True  # logits at P-1 .. T-2 predict the sampled tokens
+    return seq, mask
+
+
 def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, backward_scale, generator=None,
                        sampler=None, objective: str = None):
-    """Forward and backward of one micro-batch x (b, T) for eq. 9; returns (CE, KD) as floats.
+    """Forward and backward of eq. 9, L = alpha CE + (1 - alpha) L_KD, on one micro-batch x (b, T); returns
+    (CE, KD) as floats.
 
     The student's trunk runs once; the output head, the teachers' heads and the loss run chunk by chunk
     (k = chunk_size, or the whole sequence), each chunk normalised by the whole micro-batch's counts and
     back-propagated at once into a detached copy of the hidden states, whose gradient then flows through
     the trunk in one backward. Value and gradients equal the unchunked loss; only one chunk's (b, k, V)
     logits exist at a time. `backward_scale(loss)` applies 1/grad_accum and the fp16 loss scale.
-    With single step, the KD sequence is the prompt x[:, :P] continued by sampling from softmax(z_mix),
-    and the KD counts only the sampled positions; CE stays on x. `sampler`, when given, is a model in the
-    compute dtype that receives the student's current weights for the sampling (autocast would otherwise
-    re-cast every weight at each of the T - P decoding steps).
+    With single step, the KD term is computed on sample_single_step's sequences, CE stays on x.
     """
     b, T = x.shape
     targets = next_token_targets(x)  # (b, T)
     kd_x, kd_mask = x, None
     if cfg.single_step:
-        P = cfg.prompt_len
-        mix = lambda zs: lam * torch.stack(zs[1:]).mean(0) + (1 - lam) * zs[0]  # noqa: E731 (eq. 2, teachers averaged)
-        if sampler is not None:
-            sampler.load_state_dict(student.state_dict())  # this step's weights, cast once
-        with autocast_ctx(x.device, cfg.precision):
-            kd_x = M.generate([sampler or student, *teachers], x[:, :P], T - P, mix=mix, generator=generator)  # (b, T)
-        kd_mask = torch.zeros(b, T, dtype=torch.bool, device=x.device)
-        kd_mask[:, P - 1:T - 1] = True  # logits at P-1 .. T-2 predict the sampled tokens
+        kd_x, kd_mask = sample_single_step(student, teachers, x, cfg, lam, generator, sampler)
     n_ce = (targets != -100).sum()
     n_kd = b if cfg.kd_norm == "batch" else (kd_mask.sum() if kd_mask is not None else b * T)
     with autocast_ctx(x.device, cfg.precision):
@@ -227,8 +228,9 @@ def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, bac
 
 
 def train(cfg: DistillConfig) -> dict:
-    cfg = resolve_variant(cfg)
-    M.get_config(cfg.preset)  # an unknown preset fails here, before any data work
+    cfg = resolve_variant(cfg)  # validated, before any file is written
+    last = os.path.join(cfg.out_dir, "ckpt_last.pt")
+    check_resume(cfg, last)
     if cfg.deterministic:
         set_determinism()
     set_seed(cfg.seed)
@@ -239,7 +241,7 @@ def train(cfg: DistillConfig) -> dict:
     student = M.build_model(M.get_config(cfg.preset, vocab_size=corpus.tokenizer.vocab_size), seed=cfg.seed).to(device)
     total = batches.steps_per_epoch * cfg.epochs
     total = min(total, cfg.max_steps) if cfg.max_steps else total
-    cfg.precision = resolve_precision(cfg.precision, device, student, val[:micro].to(device))
+    cfg.precision = resolve_precision(cfg.precision, device, student.config.dim)
     teachers = teachers_in_compute_dtype(teachers, cfg.precision)
     sampler = None
     if cfg.precision == "bf16" and cfg.single_step:
@@ -248,7 +250,6 @@ def train(cfg: DistillConfig) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     generator = torch.Generator(device=device).manual_seed(cfg.seed + 2 + rank)  # single-step sampling
     step, best_val = 0, float("inf")
-    last = os.path.join(cfg.out_dir, "ckpt_last.pt")
     if cfg.resume and os.path.isfile(last):
         ckpt = load_checkpoint(last, student, optimizer, scaler)
         step, best_val = ckpt["step"], ckpt["best_val"]
@@ -268,21 +269,21 @@ def train(cfg: DistillConfig) -> dict:
     limit = min(total, cfg.stop_after or total)
     while step < limit:
         epoch, start = divmod(step, batches.steps_per_epoch)
-        for _, batch in batches.epoch(epoch, start):
+        for batch in batches.epoch(epoch, start):
             lam = lambda_for_epoch(cfg, schedule_epoch(step, total, cfg.epochs))
             objective = (alternate_objective(step, schedule_epoch(step, total, cfg.epochs), cfg.alternate_period,
                                              cfg.alternate_by) if cfg.objective == "alternate" else cfg.objective)
             lr_now = get_lr(step, cfg.lr, cfg.warmup, total, cfg.min_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr_now
-            loss_sum = ce_sum = kd_sum = 0.0
+            ce_mean = kd_mean = 0.0  # over the micro-batches: the losses of the whole batch
             for x in batch.to(device).split(micro):  # gradient accumulation
                 ce, kd = distill_micro_step(student, teachers, x, cfg, lam, lambda l: scaler.scale(l / accum), generator,
                                             sampler, objective)
-                ce_sum, kd_sum = ce_sum + ce / accum, kd_sum + kd / accum
-            ce_sum, kd_sum = global_mean([ce_sum, kd_sum], world)
-            loss_sum = cfg.alpha * ce_sum + (1 - cfg.alpha) * kd_sum
-            check_finite(loss_sum, step, cfg.precision)
+                ce_mean, kd_mean = ce_mean + ce / accum, kd_mean + kd / accum
+            ce_mean, kd_mean = global_mean([ce_mean, kd_mean], world, device)
+            loss_mean = cfg.alpha * ce_mean + (1 - cfg.alpha) * kd_mean  # eq. 9
+            check_finite(loss_mean, step, cfg.precision)
             all_reduce_grads(student, world)
             scaler.unscale_(optimizer)
             norm = torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip).item()
@@ -296,13 +297,12 @@ def train(cfg: DistillConfig) -> dict:
             end_of_epoch = step % batches.steps_per_epoch == 0 or step == total
             if rank == 0 and (step % cfg.log_every == 0 or end_of_epoch):
                 tok_s = since * cfg.batch_size * cfg.seq_len / (time.perf_counter() - t_last)
-                bar.set_postfix(loss=f"{loss_sum:.3f}", ce=f"{ce_sum:.3f}", kd=f"{kd_sum:.3f}", tok_s=f"{tok_s:,.0f}")
-                log.write(step=step, epoch=epoch, loss=loss_sum, ce=ce_sum, kd=kd_sum, lam=lam, objective=objective, lr=lr_now,
-                          grad_norm=norm, tok_s=tok_s, skipped_steps=skipped)
+                bar.set_postfix(loss=f"{loss_mean:.3f}", ce=f"{ce_mean:.3f}", kd=f"{kd_mean:.3f}", tok_s=f"{tok_s:,.0f}")
+                log.write(step=step, epoch=epoch, loss=loss_mean, ce=ce_mean, kd=kd_mean, lam=lam, objective=objective,
+                          lr=lr_now, grad_norm=norm, tok_s=tok_s, skipped_steps=skipped)
                 t_last, since = time.perf_counter(), 0
             t_pause = time.perf_counter()  # validation and checkpoints do not count against tokens/s
-            extra = {"sampler_rng": generator.get_state(), "variant": cfg.variant,
-                     "teacher_paths": paths}
+            extra = {"sampler_rng": generator.get_state(), "variant": cfg.variant, "teacher_paths": paths}
             if end_of_epoch or (cfg.eval_every and step % cfg.eval_every == 0):
                 val_loss = estimate_val_loss(student, val, micro, device, cfg.precision)  # plain student CE
                 log.write(step=step, epoch=epoch, val_loss=val_loss)
@@ -316,6 +316,8 @@ def train(cfg: DistillConfig) -> dict:
             stopping = step >= limit
             if rank == 0 and (step % cfg.ckpt_every == 0 or end_of_epoch or stopping):
                 save_checkpoint(last, student, optimizer, scaler, step, cfg, best_val, corpus.tokenizer, **extra)
+            if rank == 0:
+                save_snapshot(cfg, student, step, corpus.tokenizer, variant=cfg.variant, teacher_paths=paths)
             t_last += time.perf_counter() - t_pause
             if stopping:
                 break

@@ -1,4 +1,4 @@
-"""Score checkpoints as babylm/evaluation-pipeline-2024 does (SPEC.md section 6): BLiMP, the BLiMP
+"""Score checkpoints as babylm/evaluation-pipeline-2024 does (README "Evaluation"): BLiMP, the BLiMP
 supplement and EWoK zero-shot (minimal pairs), and (Super)GLUE by full fine-tuning.
 
     python evaluate.py out/ChooBaCa-rv-1-24+/ckpt_best.pt --eval-dir ../shared/data/eval
@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 import data as D
 import model as M
-from train_teacher import autocast_ctx, get_device, resolve_precision, set_seed
+from runtime import autocast_ctx, get_device, resolve_precision, set_seed
 
 PHENOMENA = {"anaphor_agreement": "Anaphor Agr.", "argument_structure": "Arg. Structure", "binding": "Binding",
              "control_raising": "Control/Raising", "determiner_noun_agreement": "Det.-Noun Agr.",
@@ -219,9 +219,6 @@ def mcc(y_true, y_pred) -> float:
     return float((tp * tn - fp * fn) / denom) if denom else 0.0
 
 
-METRICS = {"accuracy": accuracy, "f1": f1_binary, "mcc": mcc}
-
-
 class Classifier(torch.nn.Module):
     """The pretrained model plus a fresh linear head (no bias) on the hidden state of the last non-pad token."""
 
@@ -369,29 +366,20 @@ def evaluate(ckpt_path: str, args) -> dict:
     if ckpt.get("tokenizer_sha") not in (None, tok.sha) or model.config.vocab_size != tok.vocab_size:
         raise ValueError(f"tokenizer {tok.path} (vocab {tok.vocab_size}) is not the one {ckpt_path} was trained "
                          f"with (vocab {model.config.vocab_size}): pass the right --tokenizer")
-    # auto: a bf16 trunk on a CPU too, for speed (the head and log-softmax are fp32 either way)
-    precision = "bf16" if args.precision == "auto" and device.type == "cpu" else resolve_precision(args.precision, device)
+    # fp32 by default, as the official harness scores; bf16 is an explicit speed option (the head and
+    # log-softmax are fp32 either way)
+    precision = resolve_precision(args.precision, device)
     out_dir = args.out_dir or os.path.join(os.path.dirname(ckpt_path), "eval")
     path = os.path.join(out_dir, "results.json")
-    res = json.load(open(path)) if os.path.isfile(path) else {}
+    res = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            res = json.load(f)
     res.update({"model": ckpt_path, "variant": ckpt.get("variant") or ckpt.get("config", {}).get("preset"),
                 "params": model.num_params(), "val_loss": ckpt.get("best_val"), "device": str(device),
                 "precision": precision})
     res.setdefault("time_s", {})
     tasks = [t for t in args.tasks.split(",") if t]
-    if args.diagnostics:
-        cfg = ckpt.get("config", {})
-        teacher_path = args.teacher or (ckpt.get("teacher_paths") or [""])[0]
-        if not teacher_path and "teacher1" in cfg:  # older checkpoints: the teacher by distill.py's convention
-            import distill
-            teacher_path = distill.teacher_paths(distill.DistillConfig(**cfg))[0]
-        if not teacher_path:
-            raise ValueError(f"{ckpt_path} names no teacher: pass --teacher for --diagnostics")
-        teacher, _ = M.load_model(teacher_path, device)
-        corpus = D.prepare(cfg.get("data", "2024"), cfg.get("data_dir") or None, tok.vocab_size,
-                           cfg.get("work_dir", "out"), cfg.get("separator", "none"))
-        res["diagnostics"] = diagnostics(model, teacher, corpus.dev, device, precision)
-        print("diagnostics: " + ", ".join(f"{k} {v:.4f}" for k, v in res["diagnostics"].items()))
     suites = load_zero_shot(args.eval_dir, tasks)
     if suites:
         t0 = time.time()
@@ -428,7 +416,10 @@ def write_outputs(res: dict, out_dir: str):
     os.makedirs(out_dir, exist_ok=True)
     preds = res.pop("predictions", {})
     old = os.path.join(out_dir, "predictions.json.gz")
-    merged = json.load(gzip.open(old)) if os.path.isfile(old) else {}  # a later call adds, never drops, tasks
+    merged = {}  # a later call adds, never drops, tasks
+    if os.path.isfile(old):
+        with gzip.open(old) as f:
+            merged = json.load(f)
     for suite, tasks in preds.items():
         merged.setdefault(suite, {}).update(tasks)
     body = {"results.json": json.dumps(res, indent=1).encode(),
@@ -450,265 +441,29 @@ def write_outputs(res: dict, out_dir: str):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["report"]:
-        r = argparse.ArgumentParser(description="results.md over every evaluated run in --work-dir")
-        r.add_argument("report")
-        r.add_argument("--work-dir", default="out")
-        r.add_argument("--out", default="results.md")
-        r.add_argument("--header-file", default="", help="Markdown put at the top (command, date, machine)")
-        a = r.parse_args(argv)
-        header = open(a.header_file).read() if a.header_file else "# Results\n"
-        print(report(a.work_dir, a.out, header))
-        return
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("checkpoints", nargs="+")
-    p.add_argument("--eval-dir", default=os.environ.get("BABYLM_EVAL_DIR", os.path.join("data", "evaluation_data")))
-    p.add_argument("--tasks", default="blimp,supplement,ewok,glue")
-    p.add_argument("--glue-tasks", default="", help="comma-separated subset (default: all 11)")
-    p.add_argument("--max-train-examples", type=int, default=0, help="GLUE training subset per task (0: all)")
-    p.add_argument("--max-epochs", type=int, default=10)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoints", nargs="+", help="checkpoint files (ckpt_best.pt of a run, or any saved model)")
+    p.add_argument("--eval-dir", default=os.environ.get("BABYLM_EVAL_DIR", os.path.join("data", "evaluation_data")),
+                   help="the pipeline's evaluation_data folder (default: $BABYLM_EVAL_DIR, else data/evaluation_data)")
+    p.add_argument("--tasks", default="blimp,supplement,ewok,glue",
+                   help="comma-separated subset of blimp, supplement, ewok, glue (default: all four)")
+    p.add_argument("--glue-tasks", default="", help=f"comma-separated subset of {', '.join(GLUE)} (default: all 11)")
+    p.add_argument("--max-train-examples", type=int, default=0, help="GLUE training subset per task (default 0: all)")
+    p.add_argument("--max-epochs", type=int, default=10, help="GLUE epochs at most (default 10)")
     p.add_argument("--out-dir", default="", help="default: <checkpoint folder>/eval")
     p.add_argument("--tokenizer", default="", help="default: the one recorded in the checkpoint")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", help="trunk precision; the output head is always fp32")
-    p.add_argument("--diagnostics", action="store_true", help="entropy, agreement, KLs to the teacher, diversity")
-    p.add_argument("--teacher", default="", help="teacher for --diagnostics (default: the student's first)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
+                   help="trunk precision (default fp32, as the official harness); the output head is always fp32")
     args = p.parse_args(argv)
     try:
         for ckpt in args.checkpoints:
-            res = evaluate(ckpt, args)
-            print(open(os.path.join(args.out_dir or os.path.join(os.path.dirname(ckpt), "eval"), "tables.md")).read())
-            del res
+            evaluate(ckpt, args)
+            with open(os.path.join(args.out_dir or os.path.join(os.path.dirname(ckpt), "eval"), "tables.md")) as f:
+                print(f.read())
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-
-
-
-# ---------------------------------------------------------------------------------------------------------
-# diagnostics: is the student mode-seeking? (beyond the paper, which measures only downstream scores)
-
-
-def distribution_stats(student_logits, teacher_logits, k: int = 10) -> dict:
-    """Per position (N,): the student's entropy, top-1 agreement with the teacher, the student's mass on
-    the teacher's top-k tokens, forward KL(p_T || q_S) and reverse KL(q_S || p_T), at temperature 1."""
-    ls = F.log_softmax(student_logits.float(), -1)  # (N, V)
-    lt = F.log_softmax(teacher_logits.float(), -1)
-    qs = ls.exp()
-    return {"entropy": -(qs * ls).sum(-1), "teacher_entropy": -(lt.exp() * lt).sum(-1),
-            "top1_agreement": (student_logits.argmax(-1) == teacher_logits.argmax(-1)).float(),
-            f"mass_on_teacher_top{k}": qs.gather(-1, teacher_logits.topk(k, -1).indices).sum(-1),
-            "forward_kl": (lt.exp() * (lt - ls)).sum(-1), "reverse_kl": (qs * (ls - lt)).sum(-1)}
-
-
-def distinct_n(seqs: list, n: int) -> float:
-    """Unique n-grams over all n-grams, pooled over the samples."""
-    grams = [tuple(s[i:i + n]) for s in seqs for i in range(len(s) - n + 1)]
-    return len(set(grams)) / max(1, len(grams))
-
-
-def repetition_rate(seqs: list, n: int = 4) -> float:
-    """Mean over samples of the share of n-grams that already occurred earlier in the same sample."""
-    rates = []
-    for s in seqs:
-        grams = [tuple(s[i:i + n]) for i in range(len(s) - n + 1)]
-        rates.append(1 - len(set(grams)) / len(grams) if grams else 0.0)
-    return float(np.mean(rates))
-
-
-@torch.no_grad()
-def diagnostics(student, teacher, dev_tokens, device, precision, n_seqs: int = 256, k: int = 10,
-                n_prompts: int = 64, prompt_len: int = 16, gen_len: int = 64, seed: int = 0) -> dict:
-    """Means of distribution_stats over the fixed dev subset, and distinct-1/2 and repetition of samples
-    (temperature 1) continuing seeded dev prompts."""
-    student.eval(), teacher.eval()
-    val = D.val_sequences(dev_tokens, 128, n_seqs)
-    sums = {}
-    for i in range(0, len(val), 16):
-        x = val[i:i + 16].to(device)
-        with autocast_ctx(device, precision):
-            zs, zt = student(x), teacher(x)
-        for name, v in distribution_stats(zs.flatten(0, 1), zt.flatten(0, 1), k).items():
-            sums[name] = sums.get(name, 0.0) + v.double().sum().item()
-    out = {name: v / val.numel() for name, v in sums.items()}
-    g = torch.Generator(device=device).manual_seed(seed)
-    prompts = val[torch.randperm(len(val), generator=torch.Generator().manual_seed(seed))[:n_prompts], :prompt_len]
-    with autocast_ctx(device, precision):
-        samples = M.generate(student, prompts.to(device), gen_len, generator=g)[:, prompt_len:].tolist()
-    out.update(distinct_1=distinct_n(samples, 1), distinct_2=distinct_n(samples, 2),
-               repetition_4=repetition_rate(samples, 4))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------
-# report: results.md over every evaluated run, beside the paper's numbers, with the paper's claims tested
-
-
-def paired_bootstrap(items_a: dict, items_b: dict, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
-    """Resampled differences of the macro score (mean over tasks of per-task accuracy), A minus B: the
-    same items drawn for both models, independently within each task. Returns (n_boot,)."""
-    rng = np.random.default_rng(seed)
-    diffs = np.zeros(n_boot)
-    tasks = sorted(set(items_a) & set(items_b))
-    for t in tasks:
-        d = np.array([int(a) - int(b) for a, b in zip(items_a[t], items_b[t])], dtype=np.float64)
-        for lo in range(0, n_boot, 50):  # 50 resamples at a time bounds memory on 20k-item tasks
-            idx = rng.integers(0, len(d), size=(min(50, n_boot - lo), len(d)))
-            diffs[lo:lo + len(idx)] += d[idx].mean(1)
-    return diffs / max(1, len(tasks))
-
-
-BENCHMARKS = {"blimp": "BLiMP", "blimp_supplement": "BLiMP suppl.", "ewok": "EWoK", "glue": "GLUE"}
-CLAIMS = [("one teacher vs two (reverse KL)", "rv-1-{d}", "rv-2-{d}"),
-          ("one teacher vs two (reverse KL, +)", "rv-1-{d}+", "rv-2-{d}+"),
-          ("reverse vs forward KL (one teacher)", "rv-1-{d}", "fw-1-{d}"),
-          ("reverse vs forward KL (two teachers)", "rv-2-{d}", "fw-2-{d}"),
-          ("+ vs plain (one teacher)", "rv-1-{d}+", "rv-1-{d}"),
-          ("+ vs plain (two teachers)", "rv-2-{d}+", "rv-2-{d}")]
-
-
-def claim_rows(runs: dict, data_tag: str) -> list:
-    """Each claim as ours: the difference A - B (points) per benchmark and macro, 95% paired-bootstrap CI."""
-    out = []
-    for label, a, b in CLAIMS:
-        a, b = f"ChooBaCa-{a.format(d=data_tag)}", f"ChooBaCa-{b.format(d=data_tag)}"
-        if a not in runs or b not in runs:
-            continue
-        cells, macro = [], []
-        for key in BENCHMARKS:
-            ia, ib = runs[a].get("items", {}).get(key), runs[b].get("items", {}).get(key)
-            if not ia or not ib:
-                cells.append("-")
-                continue
-            boot = 100 * paired_bootstrap(ia, ib)
-            macro.append(boot)
-            diff = 100 * (runs[a]["scores"][key] - runs[b]["scores"][key])
-            lo, hi = np.percentile(boot, [2.5, 97.5])
-            cells.append(f"{diff:+.1f} [{lo:+.1f}, {hi:+.1f}]{'' if lo > 0 or hi < 0 else ' ~'}")
-        if len(macro) == len(BENCHMARKS):
-            m = np.mean(macro, axis=0)
-            lo, hi = np.percentile(m, [2.5, 97.5])
-            diff = 100 * (runs[a]["scores"]["macroaverage"] - runs[b]["scores"]["macroaverage"])
-            cells.append(f"{diff:+.1f} [{lo:+.1f}, {hi:+.1f}]{'' if lo > 0 or hi < 0 else ' ~'}")
-        else:
-            cells.append("-")
-        out.append(f"| {label} | {a} - {b} | " + " | ".join(cells) + " |")
-    return out
-
-
-def read_csv(path: str) -> list:
-    import csv
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def plot_curves(work_dir: str, runs: list, out_dir: str) -> list:
-    """One PNG per run of its training loss (and CE, KD) and validation loss against the step, when
-    matplotlib is installed (an optional dependency); returns the files written."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return []
-    os.makedirs(out_dir, exist_ok=True)
-    written = []
-    for run in runs:
-        log = os.path.join(work_dir, run, "log.jsonl")
-        if not os.path.isfile(log):
-            continue
-        rows = [json.loads(line) for line in open(log) if line.strip()]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for key in ("loss", "ce", "kd", "val_loss"):
-            pts = [(r["step"], r[key]) for r in rows if key in r]
-            if pts:
-                ax.plot(*zip(*pts), marker="o" if key == "val_loss" else None, label=key)
-        ax.set(xlabel="step", ylabel="nats", title=run)
-        ax.legend()
-        path = os.path.join(out_dir, f"{run}.png")
-        fig.tight_layout()
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        written.append(path)
-    return written
-
-
-def report(work_dir: str, out_path: str, header: str = "") -> str:
-    here = os.path.dirname(os.path.abspath(__file__))
-    paper2, paper3 = read_csv(os.path.join(here, "paper_table2.csv")), read_csv(os.path.join(here, "paper_table3.csv"))
-    variants = [c for c in paper2[0] if c.startswith("ChooBaCa")]
-    runs = {}
-    for v in variants + [v.replace("-24", "-syn") for v in variants if "-24" in v]:
-        path = os.path.join(work_dir, v, "eval", "results.json")
-        if os.path.isfile(path):
-            runs[v] = json.load(open(path))
-    ours = {v: r for v, r in runs.items()}
-    tag = "syn" if any("-syn" in v for v in runs) else "24"
-    shown = [v for v in variants if v.replace("-24", "-" + tag) in runs or "-23" in v]
-    col = {v: v.replace("-24", "-" + tag) for v in shown}
-    md = [header, "## Table 3: averages (ours / paper)", "",
-          "| model | BLiMP | BLiMP suppl. | EWoK | GLUE | Macro | val loss |", "|---|---|---|---|---|---|---|"]
-    p3 = {r["model"]: r for r in paper3}
-    for v in shown:
-        r = ours.get(col[v])
-        if r is None:
-            md.append(f"| {v} | skipped: no {('2023' if '-23' in v else '2024')} data on this machine | | | | | |")
-            continue
-        s = r["scores"]
-        cells = [f"{fmt(100 * s[k] if k in s else None)} / {p3[v][k]}" for k in
-                 ("blimp", "blimp_supplement", "ewok", "glue", "macroaverage")]
-        md.append(f"| {col[v]} | " + " | ".join(cells) + f" | {r.get('val_loss') or float('nan'):.3f} |")
-    for base in ("Baby Llama", "LTG-BERT"):
-        md.append(f"| {base} (paper) | " + " | ".join(p3[base][k] for k in
-                                                     ("blimp", "blimp_supplement", "ewok", "glue", "macroaverage")) + " | |")
-    evaluated = [v for v in shown if col[v] in ours]
-    md += ["", "## Table 2: per task (ours / paper)", "",
-           "| benchmark | task | " + " | ".join(col[v] for v in evaluated) + " |",
-           "|---|---|" + "---|" * len(evaluated)]
-    ours_rows = {v: {(b, n): s for b, n, s in table_rows(ours[col[v]])} for v in evaluated}
-    for row in paper2:
-        key = (row["benchmark"], row["task"])
-        md.append(f"| {row['benchmark']} | {row['task']} | " + " | ".join(
-            f"{fmt(ours_rows[v].get(key))} / {row[v]}" for v in evaluated) + " |")
-    md += ["", "## The paper's claims, measured in this run", "",
-           "Difference A - B in points, with a 95% paired bootstrap interval over the benchmark's items "
-           "(1000 resamples, items drawn independently within each paradigm / task / domain). "
-           "`~` marks an interval that contains 0: within noise.", "",
-           "| claim | A - B | " + " | ".join(BENCHMARKS.values()) + " | Macro |", "|---|---|" + "---|" * 5]
-    md += claim_rows(ours, tag)
-    extra = sorted(d for d in os.listdir(work_dir) if d.startswith("ChooBaCa-") and d not in runs
-                   and os.path.isfile(os.path.join(work_dir, d, "eval", "results.json")))
-    for d in extra:
-        runs[d] = json.load(open(os.path.join(work_dir, d, "eval", "results.json")))
-    if extra:
-        md += ["", "## Beyond the paper: other objectives (Table 3 layout)", "",
-               "| model | BLiMP | BLiMP suppl. | EWoK | GLUE | Macro | val loss |", "|---|---|---|---|---|---|---|"]
-        for d in extra:
-            sc = runs[d]["scores"]
-            md.append(f"| {d} | " + " | ".join(fmt(100 * sc[k] if k in sc else None) for k in
-                                                ("blimp", "blimp_supplement", "ewok", "glue", "macroaverage"))
-                      + f" | {runs[d].get('val_loss') or float('nan'):.3f} |")
-    diag = {v: r["diagnostics"] for v, r in runs.items() if r.get("diagnostics")}
-    if diag:
-        keys = list(next(iter(diag.values())))
-        md += ["", "## Mode-seeking diagnostics (dev set, against teacher 1; samples at temperature 1)", "",
-               "| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-        md += [f"| {v} | " + " | ".join(f"{d[k]:.3f}" for k in keys) + " |" for v, d in sorted(diag.items())]
-    plots = plot_curves(work_dir, sorted(runs), os.path.join(work_dir, "plots"))
-    if plots:  # linked relative to results.md; the PNGs stay in the (ignored) work folder
-        here_dir = os.path.dirname(os.path.abspath(out_path))
-        md += ["", "## Loss curves", ""] + [f"![{os.path.basename(p)[:-4]}]({os.path.relpath(p, here_dir)})"
-                                           for p in plots]
-    skipped = sorted({t for r in ours.values() for t in r.get("glue_skipped", {})})
-    departures = sorted({d for r in ours.values() for d in r.get("departures", [])})
-    if departures or skipped:
-        md += ["", "Departures in this run: " + "; ".join(departures) + "."]
-    text = "\n".join(md) + "\n"
-    with open(out_path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(out_path + ".tmp", out_path)
-    return text
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
-"""The distillation objectives of the paper (SPEC.md section 4), as pure functions of logits.
+"""The distillation objectives of the paper (README "Distillation"), as pure functions of logits, one
+function per equation: mixing (eq. 2), the progressive schedule (eq. 3), forward and reverse KL (eqs. 4-5),
+reduced as eq. 1 by `kd_reduce`, the one place where T^2 is applied; the teacher combination; eq. 9's KD
+term in `kd_loss`, whose fused path computes the same numbers block by block and is tested against them.
 
 Shapes: logits (B, T, V), mask (B, T) bool (True = counted), targets (B, T) int64.
 Reduction (eq. 1): T^2 * sum over counted positions of the per-position KL (summed over the vocabulary),
 divided by the number of counted positions, or by `normalizer` when given: the step-wise loss passes the
 whole sequence's count to every chunk so the chunks add up to the unchunked value, and `--kd-norm batch`
-passes B (Baby Llama's `batchmean`). The T^2 factor is applied here and only here.
-Everything is computed in fp32 from log_softmax; probabilities are exponentiated log-probabilities.
+passes B (Baby Llama's `batchmean`).
+Everything is computed in fp32 (fp64 for fp64 inputs) from log_softmax; probabilities are exponentiated
+log-probabilities.
 """
 from typing import Optional, Sequence
 
@@ -13,28 +17,54 @@ import torch
 import torch.nn.functional as F
 
 
-def _reduce(per_position: torch.Tensor, mask: Optional[torch.Tensor], normalizer) -> torch.Tensor:
+def _acc(x: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(x.dtype, torch.float32)  # fp32, or fp64 for fp64 inputs (gradcheck)
+
+
+def kd_reduce(per_position: torch.Tensor, temperature: float, mask: Optional[torch.Tensor] = None,
+              normalizer=None) -> torch.Tensor:
+    """Eq. 1: T^2 * the mean of a per-position divergence (B, T) over the counted positions."""
     if mask is not None:
         per_position = per_position.masked_fill(~mask, 0.0)  # masked_fill, not *, so a NaN there cannot leak
     count = normalizer if normalizer is not None else (mask.sum() if mask is not None else per_position.numel())
-    return per_position.sum() / count
+    return temperature ** 2 * per_position.sum() / count
+
+
+def combine_teachers(teacher_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Several teachers as one target: the mean of their raw logits (Baby Llama's forward KL)."""
+    if len(teacher_logits) == 1:
+        return teacher_logits[0]
+    return torch.stack([t.to(_acc(t)) for t in teacher_logits]).mean(0)
+
+
+def mix_logits(teacher_logits, student_logits, lam: float):
+    """Eq. 2: z_mix = lam z_T + (1 - lam) stopgrad(z_S). The target is a constant of the step."""
+    if lam == 1.0:
+        return teacher_logits
+    acc = _acc(teacher_logits)
+    return lam * teacher_logits.to(acc) + (1.0 - lam) * student_logits.detach().to(acc)
+
+
+def lambda_schedule(epoch: int, epochs: int, lam0: float = 0.9, lam_min: float = 0.3) -> float:
+    """Eq. 3: lambda_e = max(lam0 (1 - e / E), lam_min) at the start of 0-based epoch e of E."""
+    return max(lam0 * (1.0 - epoch / epochs), lam_min)
 
 
 def kl_per_position(p_logits: torch.Tensor, q_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """KL(p || q) = sum_v p (log p - log q) at every position, (B, T), with p, q = softmax(logits / T)."""
-    log_p = F.log_softmax(p_logits.float() / temperature, dim=-1)  # (B, T, V)
-    log_q = F.log_softmax(q_logits.float() / temperature, dim=-1)
+    log_p = F.log_softmax(p_logits.to(_acc(p_logits)) / temperature, dim=-1)  # (B, T, V)
+    log_q = F.log_softmax(q_logits.to(_acc(q_logits)) / temperature, dim=-1)
     return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
 def forward_kl(student_logits, teacher_logits, temperature: float = 1.0, mask=None, normalizer=None):
     """Eq. 4: T^2 * mean KL(p_T || q_S) = sum_v p_T (log p_T - log q_S). Mass-covering."""
-    return temperature ** 2 * _reduce(kl_per_position(teacher_logits, student_logits, temperature), mask, normalizer)
+    return kd_reduce(kl_per_position(teacher_logits, student_logits, temperature), temperature, mask, normalizer)
 
 
 def reverse_kl(student_logits, teacher_logits, temperature: float = 1.0, mask=None, normalizer=None):
     """Eq. 5: T^2 * mean KL(q_S || p_T) = sum_v q_S (log q_S - log p_T). Mode-seeking."""
-    return temperature ** 2 * _reduce(kl_per_position(student_logits, teacher_logits, temperature), mask, normalizer)
+    return kd_reduce(kl_per_position(student_logits, teacher_logits, temperature), temperature, mask, normalizer)
 
 
 def skew_kl(student_logits, teacher_logits, temperature: float = 1.0, mask=None, normalizer=None,
@@ -47,14 +77,7 @@ def skew_kl(student_logits, teacher_logits, temperature: float = 1.0, mask=None,
     log_m = torch.logaddexp(a + torch.log(torch.tensor(skew)), b + torch.log(torch.tensor(1.0 - skew))) \
         if skew > 0 else b
     per_position = (a.exp() * (a - log_m)).sum(-1)
-    return temperature ** 2 * _reduce(per_position, mask, normalizer)
-
-
-def hybrid_kl(student_logits, teacher_logits, temperature: float = 1.0, mask=None, normalizer=None,
-              rv_weight: float = 0.5):
-    """w KL(q || p) + (1 - w) KL(p || q): reverse KL's mode seeking tempered by forward KL's coverage."""
-    return rv_weight * reverse_kl(student_logits, teacher_logits, temperature, mask, normalizer) + \
-        (1 - rv_weight) * forward_kl(student_logits, teacher_logits, temperature, mask, normalizer)
+    return kd_reduce(per_position, temperature, mask, normalizer)
 
 
 def alternate_objective(step: int, epoch: int, period: int = 1, by: str = "step") -> str:
@@ -79,8 +102,8 @@ ROWS = 64  # rows per block: 64 x 16000 fp32 = 4 MB
 
 class _FusedKD(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, student, lam, temperature, reverse, combine_logits, *teachers):
-        """student (N, V), teachers each (N, V) -> per-row divergence (N,) fp32, averaged over targets."""
+    def forward(ctx, student, lam, temperature, reverse, *teachers):
+        """student (N, V), targets each (N, V) -> per-row divergence (N,) fp32, averaged over targets."""
         acc = torch.promote_types(student.dtype, torch.float32)  # fp32, or fp64 for float64 inputs
         out = torch.empty(student.shape[0], dtype=acc, device=student.device)
         grad = torch.empty_like(student)
@@ -89,12 +112,9 @@ class _FusedKD(torch.autograd.Function):
             a = zs / temperature
             log_q = a - torch.logsumexp(a, -1, keepdim=True)  # log_softmax
             q = log_q.exp()
-            targets = [t[s:s + ROWS].to(acc) for t in teachers]
-            if combine_logits and len(targets) > 1:
-                targets = [torch.stack(targets).mean(0)]
             kl_sum, g_sum = 0.0, 0.0
-            for t in targets:
-                b = (t if lam == 1.0 else lam * t + (1.0 - lam) * zs) / temperature  # eq. 2, a constant
+            for t in teachers:
+                b = mix_logits(t[s:s + ROWS].to(acc), zs, lam) / temperature  # eq. 2, a constant
                 log_p = b - torch.logsumexp(b, -1, keepdim=True)
                 if reverse:
                     d = log_q - log_p
@@ -105,15 +125,15 @@ class _FusedKD(torch.autograd.Function):
                     kl = (p * (log_p - log_q)).sum(-1)
                     g = q - p
                 kl_sum, g_sum = kl_sum + kl, g_sum + g
-            out[s:s + ROWS] = kl_sum / len(targets)
-            grad[s:s + ROWS] = g_sum / (len(targets) * temperature)
+            out[s:s + ROWS] = kl_sum / len(teachers)
+            grad[s:s + ROWS] = g_sum / (len(teachers) * temperature)
         ctx.save_for_backward(grad)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         grad, = ctx.saved_tensors
-        return (grad * grad_out.unsqueeze(-1).to(grad.dtype)), None, None, None, None, *[None] * len(ctx.needs_input_grad[5:])
+        return (grad * grad_out.unsqueeze(-1).to(grad.dtype)), None, None, None, *[None] * len(ctx.needs_input_grad[4:])
 
 
 class _FusedCE(torch.autograd.Function):
@@ -151,18 +171,6 @@ def cross_entropy(logits, targets, ignore_index: int = -100, normalizer=None, fu
     return total / count
 
 
-def mix_logits(teacher_logits, student_logits, lam: float):
-    """Eq. 2: z_mix = lam z_T + (1 - lam) stopgrad(z_S). The target is a constant of the step."""
-    if lam == 1.0:
-        return teacher_logits
-    return lam * teacher_logits.float() + (1.0 - lam) * student_logits.detach().float()
-
-
-def lambda_schedule(epoch: int, epochs: int, lam0: float = 0.9, lam_min: float = 0.3) -> float:
-    """Eq. 3: lambda_e = max(lam0 (1 - e / E), lam_min) at the start of 0-based epoch e of E."""
-    return max(lam0 * (1.0 - epoch / epochs), lam_min)
-
-
 def kd_loss(student_logits, teacher_logits: Sequence[torch.Tensor], objective: str, temperature: float = 2.0,
             lam: float = 1.0, combine: str = "kl", mask=None, normalizer=None, fused: bool = True,
             rv_weight: float = 0.5, skew: float = 0.1):
@@ -174,27 +182,22 @@ def kd_loss(student_logits, teacher_logits: Sequence[torch.Tensor], objective: s
     fused=True computes the same value and gradient block by block (_FusedKD); False composes the
     reference functions above. Beyond the paper: "hybrid" (rv_weight), "sfkl"/"srkl" (skew).
     """
+    if combine not in ("kl", "logits"):
+        raise ValueError(f"unknown teacher combination {combine!r}: use kl or logits")
     if objective == "hybrid":
         return sum(w * kd_loss(student_logits, teacher_logits, o, temperature, lam, combine, mask, normalizer, fused)
                    for o, w in (("rv", rv_weight), ("fw", 1.0 - rv_weight)) if w)
+    targets = [combine_teachers(teacher_logits)] if combine == "logits" else list(teacher_logits)
     if objective in ("sfkl", "srkl"):
-        targets = list(teacher_logits)
-        if combine == "logits" and len(targets) > 1:
-            targets = [torch.stack([t.float() for t in targets]).mean(0)]
         return sum(skew_kl(student_logits, mix_logits(t, student_logits, lam), temperature, mask, normalizer,
                            skew, reverse=objective == "srkl") for t in targets) / len(targets)
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}: use one of fw, rv, hybrid, sfkl, srkl")
-    if combine not in ("kl", "logits"):
-        raise ValueError(f"unknown teacher combination {combine!r}: use kl or logits")
     if fused and torch.is_grad_enabled() and student_logits.requires_grad:  # the fused path writes a gradient
         B, T, V = student_logits.shape
         per_position = _FusedKD.apply(student_logits.reshape(B * T, V), lam, temperature, objective == "rv",
-                                      combine == "logits", *[t.reshape(B * T, V) for t in teacher_logits])
-        return temperature ** 2 * _reduce(per_position.view(B, T), mask, normalizer)
-    targets = list(teacher_logits)
-    if combine == "logits" and len(targets) > 1:
-        targets = [torch.stack([t.float() for t in targets]).mean(0)]
+                                      *[t.reshape(B * T, V) for t in targets])
+        return kd_reduce(per_position.view(B, T), temperature, mask, normalizer)
     fn = OBJECTIVES[objective]
     losses = [fn(student_logits, mix_logits(t, student_logits, lam), temperature, mask, normalizer) for t in targets]
     return sum(losses) / len(losses)

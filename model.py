@@ -1,4 +1,4 @@
-"""The models of the paper (SPEC.md section 1): a hand-written LLaMA (student and teacher 1) and GPT-2
+"""The models of the paper (README "Models"): a hand-written LLaMA (student and teacher 1) and GPT-2
 (teacher 2), with a KV-cache sampler, atomic checkpoints and a Hugging Face export.
 
     python model.py                                  # parameter count of every preset

@@ -86,7 +86,7 @@ distill_variant() {  # distill_variant TAG v: e.g. 24 rv-1+ -> ChooBaCa-rv-1-24+
   local name="ChooBaCa-${2%+}-$1${2//[^+]/}"
   VARIANTS+=("$name")
   stage "distill $name" "$WORK/$name/ckpt_best.pt" \
-    python distill.py --variant "$name" --preset "$STUDENT" --teacher1 "$T1" --teacher2 "$T2" \
+    python distill.py --variant "$name" --preset "$STUDENT" --teacher1-preset "$T1" --teacher2-preset "$T2" \
       --work-dir "$WORK" "${DISTILL_FLAGS[@]}"
 }
 for d in "${DATASETS[@]}"; do
@@ -104,8 +104,8 @@ fi
 for name in "${VARIANTS[@]}"; do
   stage "evaluate $name" "$WORK/$name/eval/results.json" \
     python evaluate.py "$WORK/$name/ckpt_best.pt" --eval-dir "$EVAL_DIR" --tasks "$TASKS" "${GLUE_FLAGS[@]}"
-  stage "diagnostics $name" "$WORK/$name/eval/results.json" \
-    python evaluate.py "$WORK/$name/ckpt_best.pt" --tasks "" --diagnostics
+  stage "diagnostics $name" "$WORK/$name/eval/measures.json" \
+    python measures.py "$WORK/$name/ckpt_best.pt"
 done
 
 # ---- stage 5: report ----------------------------------------------------------------------------------------
@@ -121,5 +121,5 @@ print(f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} 
   awk -F'\t' '{printf "| %s | %s |\n", $1, $2}' "$TIMES"
   echo
 } > "$WORK/report_header.md"
-python evaluate.py report --work-dir "$WORK" --out results.md --header-file "$WORK/report_header.md" > /dev/null
+python report.py --work-dir "$WORK" --out results.md --header-file "$WORK/report_header.md"
 echo "== done in $(( $(date +%s) - T_START ))s: results.md"

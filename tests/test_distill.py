@@ -147,7 +147,7 @@ def twelve(tmp_path_factory):
 def test_two_step_distillation_of_every_variant(twelve, name):
     root, common = twelve
     data = TABLE1[name][2]
-    out = DS.train(DS.DistillConfig(variant=name, preset="debug", teacher1="debug", teacher2="debug-gpt2",
+    out = DS.train(DS.DistillConfig(variant=name, preset="debug", teacher1_preset="debug", teacher2_preset="debug-gpt2",
                                     data_dir=str(root / data), prompt_len=16, **common))
     assert out["step"] == 2 and out["variant"] == name
     log = [json.loads(line) for line in open(os.path.join(out["out_dir"], "log.jsonl"))]
@@ -159,19 +159,19 @@ def test_two_step_distillation_of_every_variant(twelve, name):
 
 def test_teacher_errors_are_one_clear_line(twelve, tmp_path):
     root, common = twelve
-    base = dict(common, data="2024", data_dir=str(root / "2024"), preset="debug", teacher1="debug")
+    base = dict(common, data="2024", data_dir=str(root / "2024"), preset="debug", teacher1_preset="debug")
     with pytest.raises(ValueError, match="no gpt2-705m teacher.*train_teacher.py --preset gpt2-705m"):
         DS.train(DS.DistillConfig(objective="rv", teachers=2, **base))
     other = os.path.join(common["work_dir"], "teacher-debug-2023", "ckpt_best.pt")  # 2023 tokenizer
     with pytest.raises(ValueError, match="trained with another tokenizer"):
-        DS.train(DS.DistillConfig(objective="rv", teachers=1, teacher=[other], **base))
+        DS.train(DS.DistillConfig(objective="rv", teachers=1, teacher_ckpt=[other], **base))
 
 
 @pytest.mark.parametrize("name", ["ChooBaCa-hybrid-1-24+", "ChooBaCa-alternate-1-24", "ChooBaCa-srkl-1-24+",
                                   "ChooBaCa-rvavg-2-24+"])
 def test_objectives_beyond_the_paper_run(twelve, name):
     root, common = twelve
-    out = DS.train(DS.DistillConfig(variant=name, preset="debug", teacher1="debug", teacher2="debug-gpt2",
+    out = DS.train(DS.DistillConfig(variant=name, preset="debug", teacher1_preset="debug", teacher2_preset="debug-gpt2",
                                     data_dir=str(root / "2024"), **common))
     steps = [r for r in map(json.loads, open(os.path.join(out["out_dir"], "log.jsonl"))) if "kd" in r]
     assert out["variant"] == name and len(steps) == 2 and all(np.isfinite(r["kd"]) for r in steps)

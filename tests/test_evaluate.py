@@ -12,6 +12,8 @@ import torch.nn.functional as F
 
 import data as D
 import evaluate as E
+import measures as MS
+import report as R
 import model as M
 from conftest import EVAL_DIR
 
@@ -150,16 +152,16 @@ def test_diagnostics_on_a_hand_made_distribution():
     # student: probabilities (0.5, 0.25, 0.25); teacher: (0.7, 0.2, 0.1) -> hand-computed values
     s = torch.tensor([[0.5, 0.25, 0.25]]).log()
     t = torch.tensor([[0.7, 0.2, 0.1]]).log()
-    d = E.distribution_stats(s, t, k=2)
+    d = MS.distribution_stats(s, t, k=2)
     assert d["entropy"].item() == pytest.approx(-(0.5 * np.log(0.5) + 2 * 0.25 * np.log(0.25)), rel=1e-5)
     assert d["top1_agreement"].item() == 1.0
     assert d["mass_on_teacher_top2"].item() == pytest.approx(0.75, rel=1e-6)  # teacher's top 2: tokens 0 and 1
     fkl = 0.7 * np.log(0.7 / 0.5) + 0.2 * np.log(0.2 / 0.25) + 0.1 * np.log(0.1 / 0.25)
     rkl = 0.5 * np.log(0.5 / 0.7) + 0.25 * np.log(0.25 / 0.2) + 0.25 * np.log(0.25 / 0.1)
     assert d["forward_kl"].item() == pytest.approx(fkl, rel=1e-5) and d["reverse_kl"].item() == pytest.approx(rkl, rel=1e-5)
-    assert E.distinct_n([[1, 2, 3], [1, 2, 4]], 1) == pytest.approx(4 / 6)
-    assert E.distinct_n([[1, 2, 3], [1, 2, 4]], 2) == pytest.approx(3 / 4)
-    assert E.repetition_rate([[1, 2, 1, 2, 1, 2], [1, 2, 3, 4, 5]], 2) == pytest.approx((1 - 2 / 5 + 0) / 2)
+    assert MS.distinct_n([[1, 2, 3], [1, 2, 4]], 1) == pytest.approx(4 / 6)
+    assert MS.distinct_n([[1, 2, 3], [1, 2, 4]], 2) == pytest.approx(3 / 4)
+    assert MS.repetition_rate([[1, 2, 1, 2, 1, 2], [1, 2, 3, 4, 5]], 2) == pytest.approx((1 - 2 / 5 + 0) / 2)
 
 
 def test_loss_curve_plots_when_matplotlib_is_installed(tmp_path):
@@ -169,6 +171,6 @@ def test_loss_curve_plots_when_matplotlib_is_installed(tmp_path):
     (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (
         {"step": 1, "loss": 3.0, "ce": 5.0, "kd": 1.0}, {"step": 2, "loss": 2.5, "ce": 4.5, "kd": 0.5},
         {"step": 2, "val_loss": 4.6})))
-    files = E.plot_curves(str(tmp_path), ["ChooBaCa-rv-1-24", "missing"], str(tmp_path / "plots"))
+    files = R.plot_curves(str(tmp_path), ["ChooBaCa-rv-1-24", "missing"], str(tmp_path / "plots"))
     assert files == [str(tmp_path / "plots" / "ChooBaCa-rv-1-24.png")]
     assert open(files[0], "rb").read(8) == b"\x89PNG\r\n\x1a\n"

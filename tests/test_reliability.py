@@ -30,6 +30,8 @@ def flags(syn, **kw):
 def argv(f: dict) -> list:
     out = []
     for k, v in f.items():
+        if v is None:
+            continue
         if isinstance(v, bool):
             out += [f"--{k.replace('_', '-')}"] if v else []
         else:
@@ -59,10 +61,10 @@ def test_kill_9_mid_run_then_resume_equals_uninterrupted(syn, tmp_path):
 
 
 def test_distill_resume_restores_the_sampler(syn, tmp_path):
-    f = flags(syn, max_steps=6, ckpt_every=100, stop_after=0)
+    f = flags(syn, max_steps=6, ckpt_every=100)
     TT.train(TT.TrainConfig(**f, out_dir=os.path.join(f["work_dir"], "teacher-debug-synthetic")))
     d = {k: v for k, v in f.items() if k not in ("stop_after",)}
-    d.update(objective="rv", teachers=1, teacher1="debug", prompt_len=16)
+    d.update(objective="rv", teachers=1, teacher1_preset="debug", prompt_len=16)
     DS.train(DS.DistillConfig(**d, out_dir=str(tmp_path / "full")))
     DS.train(DS.DistillConfig(**d, out_dir=str(tmp_path / "cut"), stop_after=3))
     DS.train(DS.DistillConfig(**d, out_dir=str(tmp_path / "cut"), resume=True))
@@ -99,13 +101,13 @@ def test_bad_inputs_each_get_one_clear_line(syn, tmp_path, capsys):
     assert "unknown variant" in run_main(DS.main, ["--variant", "ChooBaCa-kl-1-24"], capsys)
     # two teachers with no GPT-2 teacher trained
     err = run_main(DS.main, base + ["--data-dir", f["data_dir"], "--objective", "rv", "--teachers", "2",
-                                    "--preset", "debug", "--teacher1", "debug", "--teacher2", "nonexistent"], capsys)
-    assert "no nonexistent teacher" in err and "train_teacher.py" in err
+                                    "--preset", "debug", "--teacher1-preset", "debug", "--teacher2-preset", "gpt2-small"], capsys)
+    assert "no gpt2-small teacher" in err and "train_teacher.py" in err
     # a teacher trained with another tokenizer
     other = M.build_model(M.get_config("debug", vocab_size=320))
     M.save_model(other, str(tmp_path / "t.pt"), tokenizer_sha="0" * 64)
     err = run_main(DS.main, base + ["--data-dir", f["data_dir"], "--objective", "fw", "--preset", "debug",
-                                    "--teacher", str(tmp_path / "t.pt")], capsys)
+                                    "--teacher-ckpt", str(tmp_path / "t.pt")], capsys)
     assert "another tokenizer" in err
     # evaluation: a tokenizer whose vocabulary differs from the model's, a folder missing a task, a truncated file
     M.save_model(M.build_model(M.get_config("debug", vocab_size=512)), str(tmp_path / "s.pt"))
@@ -138,7 +140,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(syn, 
     poison_loss(monkeypatch, 4, float("nan"))  # the 4th training micro-batch: step index 3
     out = tmp_path / "nan"
     with pytest.raises(FloatingPointError, match="at step 3"):
-        TT.train(TT.TrainConfig(**flags(syn, max_steps=8, ckpt_every=1, eval_every=0), out_dir=str(out)))
+        TT.train(TT.TrainConfig(**flags(syn, max_steps=8, ckpt_every=1, eval_every=None), out_dir=str(out)))
     ckpt = torch.load(out / "ckpt_last.pt", weights_only=False)
     assert ckpt["step"] == 3 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
@@ -146,17 +148,17 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(syn, 
 def test_fp16_inf_steps_are_skipped_and_counted(syn, tmp_path, monkeypatch):
     poison_loss(monkeypatch, 2, float("inf"))
     out = tmp_path / "fp16"
-    TT.train(TT.TrainConfig(**flags(syn, max_steps=4, precision="fp16", eval_every=0), out_dir=str(out)))
+    TT.train(TT.TrainConfig(**flags(syn, max_steps=4, precision="fp16", eval_every=None), out_dir=str(out)))
     log = [r for r in map(json.loads, open(out / "log.jsonl")) if "skipped_steps" in r]
     assert log[-1]["skipped_steps"] == 1 and len(log) == 4
 
 
 @pytest.mark.parametrize("script", ["train_teacher.py", "distill.py"])
 def test_two_gloo_processes_equal_one_process(syn, tmp_path, script):
-    f = flags(syn, max_steps=3, eval_every=0, micro_batch=2)
+    f = flags(syn, max_steps=3, eval_every=None, micro_batch=2)
     if script == "distill.py":
         TT.train(TT.TrainConfig(**flags(syn, max_steps=3), out_dir=os.path.join(f["work_dir"], "teacher-debug-synthetic")))
-        f.update(objective="rv", teacher1="debug", plus=True, chunk_size=8)
+        f.update(objective="rv", teacher1_preset="debug", plus=True, chunk_size=8)
     single = dict(f, out_dir=str(tmp_path / "one"))
     cls, train = (TT.TrainConfig, TT.train) if script == "train_teacher.py" else (DS.DistillConfig, DS.train)
     train(cls(**single))
@@ -166,3 +168,47 @@ def test_two_gloo_processes_equal_one_process(syn, tmp_path, script):
                    cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), abs=1e-5)
     assert not os.path.exists(tmp_path / "two" / "ckpt_last.pt.tmp")  # rank 0 alone writes checkpoints
+
+
+def test_every_field_is_validated_before_anything_is_written(syn, tmp_path, capsys):
+    _, f = syn
+    base = ["--preset", "debug", "--data", "synthetic", "--data-dir", f["data_dir"], "--work-dir", f["work_dir"],
+            "--vocab-size", "320", "--device", "cpu", "--max-steps", "2"]
+    out = tmp_path / "refused"
+    for flags, want in ((["--batch-size", "0"], "--batch-size 0: must be positive"),
+                        (["--seq-len", "100000"], "--seq-len 100000: preset debug takes sequences of 2 to 128"),
+                        (["--lr", "-1"], "--lr -1.0: must be positive"),
+                        (["--precision", "fp8"], "unknown precision 'fp8'"),
+                        (["--max-steps", "two"], "--max-steps: invalid int value")):
+        err = run_main(TT.main, base + ["--out-dir", str(out)] + flags, capsys)
+        assert want in err, err
+        assert not out.exists()  # no config.json, no folder: refused before anything was written
+    assert "--lam 1.5: must lie in [0, 1]" in run_main(DS.main, base + ["--lam", "1.5", "--out-dir", str(out)], capsys)
+    assert not out.exists()
+
+
+def test_resume_with_another_config_names_the_keys(syn, tmp_path, capsys):
+    f = flags(syn, max_steps=2)
+    TT.train(TT.TrainConfig(**f, out_dir=str(tmp_path / "run")))
+    with pytest.raises(ValueError, match=r"cannot resume .* preset='debug' \(now 'debug-gpt2'\)"):
+        TT.train(TT.TrainConfig(**dict(f, preset="debug-gpt2"), out_dir=str(tmp_path / "run"), resume=True))
+    TT.train(TT.TrainConfig(**dict(f, max_steps=3), out_dir=str(tmp_path / "ok"), stop_after=2))
+    with pytest.raises(ValueError, match="max_steps=3 \\(now 4\\)"):
+        TT.train(TT.TrainConfig(**dict(f, max_steps=4), out_dir=str(tmp_path / "ok"), resume=True))
+
+
+@pytest.mark.parametrize("script", ["train_teacher.py", "distill.py"])
+def test_help_documents_every_flag_with_its_default_and_choices(script):
+    from dataclasses import fields
+    out = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "400"}).stdout
+    cls = TT.TrainConfig if script == "train_teacher.py" else DS.DistillConfig
+    entries = " ".join(out.split("options:")[1].split()).split(" --")  # one entry per flag, unwrapped
+    for fl in fields(cls):
+        flag = fl.name.replace('_', '-')
+        line = next(e for e in entries if e.startswith((flag + " ", f"no-{flag} ")))  # booleans: --x, --no-x
+        assert "(default:" in line, line
+        if fl.metadata.get("choices"):
+            assert "one of " + ", ".join(map(str, fl.metadata["choices"])) in line, line
+    if script == "distill.py":
+        assert "fw, rv, hybrid, alternate, sfkl, srkl" in out

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import model as M
+import runtime as RT
 import train_teacher as TT
 from losses import cross_entropy
 
