@@ -2,7 +2,7 @@
 tokenizer, uint16 token caches and the epoch batches every script trains on.
 
     BABYLM_DIR=../shared/data/corpus python data.py prepare --data 2024
-    python data.py prepare --data synthetic           # offline demo corpus + minimal pairs (not the paper's data)
+    python data.py prepare --data synthetic --vocab-size 512   # the synthetic language (grammar.py), offline
     python data.py download --data 2024 --dest data/babylm_2024
 
 Shape legend: N sequences, B batch, T time (sequence length).
@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+import grammar as G
+
 LAYOUTS = {  # data set -> (train folder, sources, dev folder)
     "2024": ("train_10M", ["bnc_spoken", "childes", "gutenberg", "open_subtitles", "simple_wiki", "switchboard"], "dev"),
     "2023": ("babylm_10M", ["aochildes", "bnc_spoken", "cbt", "children_stories", "gutenberg", "open_subtitles",
@@ -31,7 +33,7 @@ LAYOUTS = {  # data set -> (train folder, sources, dev folder)
 }
 OFFICIAL = {"2024": "https://osf.io/ad7qg/ (train_10M.zip, dev.zip)",
             "2023": "https://github.com/babylm/babylm.github.io (babylm_data.zip)",
-            "synthetic": "`python data.py prepare --data synthetic` (generated here)"}
+            "synthetic": "`python data.py prepare --data synthetic` (sampled from grammar.py)"}
 DOWNLOADS = {  # data set -> [(url, sha256 or None, size or None)]
     "2024": [("https://osf.io/download/5mk3x/", None, None), ("https://osf.io/download/m48ed/", None, None)],
     "2023": [("https://github.com/babylm/babylm.github.io/raw/main/babylm_data.zip",
@@ -268,89 +270,26 @@ def val_sequences(tokens: np.ndarray, seq_len: int, max_n: int = 8192) -> torch.
 
 
 # ---------------------------------------------------------------------------------------------------------
-# synthetic demo corpus: a small probabilistic grammar of child-directed English, for machines with no
-# BabyLM data. It is NOT the paper's data; it only lets the whole pipeline run offline.
-
-NOUNS = [("dog", "dogs"), ("cat", "cats"), ("girl", "girls"), ("boy", "boys"), ("bird", "birds"),
-         ("baby", "babies"), ("teacher", "teachers"), ("bunny", "bunnies"), ("child", "children"), ("man", "men")]
-THINGS = ["the ball", "a cookie", "the book", "my shoe", "some milk", "the red truck", "a banana", "the blocks"]
-INTRANS = [("runs", "run"), ("sleeps", "sleep"), ("sings", "sing"), ("jumps", "jump"), ("cries", "cry")]
-TRANS = [("sees", "see"), ("likes", "like"), ("wants", "want"), ("finds", "find"), ("eats", "eat")]
-ADJS = ["big", "little", "happy", "sleepy", "funny", "hungry"]
-DETS = (["the", "a", "this", "that", "my"], ["the", "these", "those", "some", "my"])
+# the synthetic language (grammar.py): sentences with exact probabilities, for the default run's experiment
+# and for machines with no BabyLM data. It is NOT the paper's data.
 
 
-def _synthetic_sentence(rng) -> str:
-    pick = lambda xs: xs[rng.integers(len(xs))]  # noqa: E731
-    pl = int(rng.integers(2))
-
-    def np_(pl):  # a noun phrase whose determiner agrees with its noun
-        return f"{pick(DETS[pl])} {pick(ADJS) + ' ' if rng.random() < 0.3 else ''}{pick(NOUNS)[pl]}"
-
-    def clause(pl):
-        kind = rng.integers(4)
-        if kind == 0:
-            return f"{np_(pl)} {pick(INTRANS)[pl]}"
-        if kind == 1:
-            return f"{np_(pl)} {pick(TRANS)[pl]} {pick(THINGS)}"
-        if kind == 2:
-            return f"{np_(pl)} {('is', 'are')[pl]} {pick(ADJS)}"
-        pl2 = int(rng.integers(2))  # agreement across a relative clause
-        return f"{np_(pl)} that {np_(pl2)} {pick(TRANS)[pl2]} {pick(INTRANS)[pl]}"
-
-    kind = rng.integers(6)
-    if kind == 0:
-        s = f"{('is', 'are')[pl]} {np_(pl)} {pick(ADJS)}?"
-    elif kind == 1:
-        s = f"{('does', 'do')[pl]} {np_(pl)} {pick(TRANS)[1]} {pick(THINGS)}?"
-    elif kind == 2:
-        lead = pick(["I think that", "mommy says that", "do you know if"])
-        s = f"{lead} {clause(pl)}{'?' if lead.startswith('do') else '.'}"
-    elif kind == 3:
-        s = pick(["look!", "good job!", "where is the ball?", "what is that?", "all done.", "uh oh."])
-    else:
-        s = clause(pl) + "."
-    return s[0].upper() + s[1:]
-
-
-def _synthetic_pairs(rng, n: int) -> dict:
-    """Minimal pairs in BLiMP's jsonl fields, one paradigm per agreement the grammar enforces."""
-    pick = lambda xs: xs[rng.integers(len(xs))]  # noqa: E731
-    makers = {
-        ("subject_verb_agreement", "synthetic_subject_verb"): lambda pl: (
-            f"{pick(DETS[pl]).capitalize()} {pick(NOUNS)[pl]}", pick(INTRANS), pl, "."),
-        ("determiner_noun_agreement", "synthetic_determiner_noun"): None,
-        ("subject_verb_agreement", "synthetic_relative_clause"): lambda pl: (
-            f"The {pick(NOUNS)[pl]} that the {pick(NOUNS)[1 - pl]} {pick(TRANS)[1 - pl]}", pick(INTRANS), pl, "."),
-    }
-    out = {}
-    for (term, uid), make in makers.items():
-        rows = []
-        for i in range(n):
-            pl = int(rng.integers(2))
-            if make is None:  # "I see these dogs." vs "I see these dog."
-                noun, det = pick(NOUNS), pick(DETS[pl][2:4])
-                good, bad = f"I see {det} {noun[pl]}.", f"I see {det} {noun[1 - pl]}."
-            else:
-                subj, verb, pl, end = make(pl)
-                good, bad = f"{subj} {verb[pl]}{end}", f"{subj} {verb[1 - pl]}{end}"
-            rows.append({"sentence_good": good, "sentence_bad": bad, "field": "syntax",
-                         "linguistics_term": term, "UID": uid, "pair_id": i})
-        out[uid] = rows
-    return out
+def synthetic_sentences(rng: np.random.Generator, n: int) -> list:
+    return [G.detokenize(ws) for ws, _ in G.PCFG().sample(rng, n)]
 
 
 def write_synthetic(data_dir: str, seed: int = 0, n_train: int = 120_000, n_dev: int = 4_000, n_pairs: int = 500):
-    """Writes train/synthetic.train, dev/synthetic.dev and evaluation_data/blimp_filtered/*.jsonl."""
+    """Writes train/synthetic.train, dev/synthetic.dev (one sentence a line, sampled from grammar.GRAMMAR)
+    and evaluation_data/blimp_filtered/*.jsonl (grammar.minimal_pairs), atomically."""
     rng = np.random.default_rng(seed)
     tmp = data_dir.rstrip("/") + f".tmp{os.getpid()}"
     for folder, n in (("train", n_train), ("dev", n_dev)):
         os.makedirs(os.path.join(tmp, folder))
         with open(os.path.join(tmp, folder, f"synthetic.{folder}"), "w") as f:
-            f.write("\n".join(_synthetic_sentence(rng) for _ in range(n)) + "\n")
+            f.write("\n".join(synthetic_sentences(rng, n)) + "\n")
     blimp = os.path.join(tmp, "evaluation_data", "blimp_filtered")
     os.makedirs(blimp)
-    for uid, rows in _synthetic_pairs(rng, n_pairs).items():
+    for uid, rows in G.minimal_pairs(rng, n_pairs).items():
         with open(os.path.join(blimp, f"{uid}.jsonl"), "w") as f:
             f.write("".join(json.dumps(r) + "\n" for r in rows))
     shutil.rmtree(data_dir, ignore_errors=True)

@@ -38,7 +38,7 @@ def test_synthetic_corpus_is_deterministic_and_pairs_well_formed(tmp_path, synth
         assert (tmp_path / "again" / rel).read_bytes() == (root / "corpus" / rel).read_bytes()
     blimp = tmp_path / "again" / "evaluation_data" / "blimp_filtered"
     files = sorted(os.listdir(blimp))
-    assert len(files) == 3
+    assert len(files) == 6
     for f in files:
         rows = [json.loads(line) for line in open(blimp / f)]
         assert len(rows) == 20

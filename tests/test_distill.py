@@ -128,7 +128,7 @@ def write_layout(root, data, n_lines=400, seed=0):
         os.makedirs(os.path.join(root, folder), exist_ok=True)
         for s in sources:
             with open(os.path.join(root, folder, f"{s}.{ext}"), "w") as f:
-                f.write("\n".join(D._synthetic_sentence(rng) for _ in range(n)) + "\n")
+                f.write("\n".join(D.synthetic_sentences(rng, n)) + "\n")
 
 
 @pytest.fixture(scope="module")

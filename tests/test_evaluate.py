@@ -116,14 +116,14 @@ def test_evaluate_writes_results_tables_and_predictions(tok_model, syn, tmp_path
                               tasks="blimp,glue", eval_dir=str(eval_dir), glue_tasks="cola,rte",
                               max_train_examples=8, max_epochs=1, diagnostics=False, teacher="")
     res = E.evaluate(str(tmp_path / "ckpt.pt"), args)
-    assert set(res["zero_shot"]["blimp"]) == {"synthetic_subject_verb", "synthetic_determiner_noun",
-                                              "synthetic_relative_clause"}
+    assert set(res["zero_shot"]["blimp"]) == {"syn_subject_verb", "syn_agreement_across_pp", "syn_question_aux",
+                                              "syn_agreement_across_relative", "syn_determiner_noun", "syn_transitivity"}
     assert res["glue_skipped"] == {"rte": "no training file"} and res["glue"]["cola"]["n_train"] == 8
     assert any("at most 8" in d for d in res["departures"])
     saved = json.load(open(tmp_path / "out" / "results.json"))
     assert saved["scores"]["blimp"] == pytest.approx(np.mean(list(saved["zero_shot"]["blimp"].values())))
     preds = json.load(gzip.open(tmp_path / "out" / "predictions.json.gz"))
-    assert len(preds["blimp"]["synthetic_subject_verb"]["predictions"]) == 30
+    assert len(preds["blimp"]["syn_subject_verb"]["predictions"]) == 30
     assert preds["glue"]["cola"]["predictions"][0]["id"] == "cola_0"
     assert "| glue | CoLA (MCC) |" in open(tmp_path / "out" / "tables.md").read()
     args.glue_tasks = "cola,sst2"

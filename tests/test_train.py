@@ -46,10 +46,12 @@ def test_micro_batches_equal_one_batch(syn, tmp_path):
     run(syn, tmp_path, "four", micro_batch=2, max_steps=3)
     a, b = losses(tmp_path / "one"), losses(tmp_path / "four")
     assert len(a) == 3 and a == pytest.approx(b, abs=1e-5)
+    # the pre-clip gradient norm: AdamW and clipping hide a gradient's scale, this does not
+    assert losses(tmp_path / "four", "grad_norm") == pytest.approx(losses(tmp_path / "one", "grad_norm"), rel=1e-5)
     wa = torch.load(tmp_path / "one" / "ckpt_last.pt", weights_only=False)["model"]
     wb = torch.load(tmp_path / "four" / "ckpt_last.pt", weights_only=False)["model"]
-    for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=1e-4)
+    for k in wa:  # Adam turns rounding noise in a near-zero gradient into a step of up to lr: 5e-5 after 3 steps
+        torch.testing.assert_close(wa[k], wb[k], atol=5e-5, rtol=1e-4)
 
 
 def test_gradient_of_k_micro_batches_matches_full_batch():
