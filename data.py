@@ -347,7 +347,7 @@ def main(argv=None):
     p.add_argument("--dest", default=None, help="download target (default: data/babylm_<data>)")
     p.add_argument("--vocab-size", type=int, default=16000)
     p.add_argument("--max-sentences", type=int, default=2_000_000)
-    p.add_argument("--separator", default="none", choices=["none", "bos", "eos"])
+    p.add_argument("--separator", default="none", choices=["none", "bos", "eos", "both"])
     p.add_argument("--work-dir", default="out")
     a = p.parse_args(argv)
     if a.command == "download":

@@ -64,6 +64,11 @@ PRESETS = {
     "baby-llama-small": _llama(128, 256, 4, 4),      # CPU student
     "llama-small": _llama(256, 768, 6, 4),           # CPU teacher 1
     "gpt2-small": _gpt2(256, 1024, 6, 4),            # CPU teacher 2
+    # the synthetic experiment (README "The synthetic experiment"): teachers that learn the language, and a
+    # student too small to copy them exactly
+    "llama-syn": _llama(128, 384, 4, 4, vocab_size=512, max_seq_len=128),
+    "gpt2-syn": _gpt2(128, 512, 4, 4, vocab_size=512, max_seq_len=128),
+    "baby-llama-syn": _llama(32, 64, 1, 2, vocab_size=512, max_seq_len=128),
     "debug": _llama(64, 128, 2, 4, kv_heads=2, vocab_size=512, max_seq_len=128),
     "debug-gpt2": _gpt2(64, 128, 2, 4, vocab_size=512, max_seq_len=128),
 }
@@ -251,13 +256,15 @@ def build_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
 @torch.no_grad()
 def generate(models, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: Optional[int] = None, mix: Optional[Callable[[list], torch.Tensor]] = None,
-             generator: Optional[torch.Generator] = None, return_logits: bool = False):
+             generator: Optional[torch.Generator] = None, return_logits: bool = False,
+             stop_token: Optional[int] = None):
     """Sample `max_new_tokens` after `prompt` (B, P), each model stepping its own KV cache in lock-step.
 
     `models` is one model or a list; `mix(list of (B, V) last-position logits) -> (B, V)` picks the
     distribution to sample from (default: the first model's). With `return_logits`, also returns each
     model's logits at the sampled steps, (B, max_new_tokens, V) in fp32: the predictions for the new tokens.
-    Temperature 0 is greedy.
+    Temperature 0 is greedy. With `stop_token`, decoding ends early once every row has emitted it (the
+    rows are returned as long as the longest; what follows a row's stop token is not meaningful).
     """
     models = [models] if isinstance(models, nn.Module) else list(models)
     B, P = prompt.shape
@@ -280,6 +287,10 @@ def generate(models, prompt: torch.Tensor, max_new_tokens: int, temperature: flo
             u = torch.rand(B, 1, generator=generator, device=z.device) * cdf[:, -1:]
             x = torch.searchsorted(cdf, u).clamp_(max=z.size(-1) - 1)  # (B, 1)
         new.append(x)
+        if stop_token is not None:
+            done = x[:, 0] == stop_token if len(new) == 1 else done | (x[:, 0] == stop_token)
+            if bool(done.all()):
+                break
     tokens = torch.cat([prompt, *new], dim=1)  # (B, P + N)
     if return_logits:
         return tokens, [torch.stack(s, dim=1) for s in seen]

@@ -1,125 +1,190 @@
 #!/usr/bin/env bash
-# The whole reproduction: data -> tokenizer -> teachers -> the twelve Table 1 variants -> evaluation ->
-# results.md with the paper's numbers beside ours.
+# The whole reproduction, data to results.md.
 #
-#   BABYLM_DIR=../shared/data/corpus BABYLM_EVAL_DIR=../shared/data/eval bash run_all.sh   # CPU scale, ~30 min
+#   bash run_all.sh                       # no BabyLM data: the synthetic experiment (README), ~8-20 min on 2 cores
+#   BABYLM_DIR=../shared/data/corpus BABYLM_EVAL_DIR=../shared/data/eval bash run_all.sh   # real data, CPU scale
 #   SCALE=paper bash run_all.sh           # the paper's sizes and schedules (a GPU)
 #   FORCE=1 bash run_all.sh               # rerun stages whose outputs exist
-#   EXTRA=1 bash run_all.sh               # also hybrid, alternate, skew and teacher-averaged reverse KL
+#   EXTRA=0 bash run_all.sh               # without the objectives beyond the paper
 #
-# Data: BABYLM_DIR (2024 layout), BABYLM_2023_DIR (2023 layout), BABYLM_EVAL_DIR (the pipeline's
-# evaluation_data). With no BabyLM data at all, the synthetic demo corpus runs instead (not the paper's data).
+# Settings (environment): SCALE = synthetic | tiny | cpu | paper (default: synthetic without BabyLM data,
+# else paper on a GPU and cpu otherwise); WORK (out), RESULTS (results.md), JOBS (parallel runs, default 2 on
+# the synthetic scales), SEEDS (3 synthetic, 1 otherwise), EXTRA (1), ABLATION (1: the T = 1 rows).
+# Data: BABYLM_DIR (2024 layout), BABYLM_2023_DIR (2023 layout), BABYLM_EVAL_DIR (the pipeline's evaluation_data).
 set -euo pipefail
 cd "$(dirname "$0")"
 WORK=${WORK:-out}
+RESULTS=${RESULTS:-results.md}
 FORCE=${FORCE:-0}
-EXTRA=${EXTRA:-0}
-SCALE=${SCALE:-auto}
-if [ "$SCALE" = auto ]; then
-  if python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then SCALE=paper; else SCALE=cpu; fi
-fi
 mkdir -p "$WORK"
-TIMES="$WORK/stage_times.tsv"
 T_START=$(date +%s)
 
-stage() {  # stage NAME OUTPUT command...: skipped when it finished before and OUTPUT exists (FORCE=1 reruns);
-  # the first failure stops the run. "Finished" is a marker written after success, so a run killed
-  # half-way (whose best checkpoint may exist) is redone, not mistaken for done.
+# ---- which data, which scale ------------------------------------------------------------------------------
+DATASETS=()
+for d in 2024 2023; do
+  if python -c "import data; data.corpus_files('$d', data.default_data_dir('$d'))" 2>/dev/null; then DATASETS+=("$d"); fi
+done
+if [ -z "${SCALE:-}" ]; then
+  if [ ${#DATASETS[@]} -eq 0 ]; then SCALE=synthetic
+  elif python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then SCALE=paper; else SCALE=cpu; fi
+fi
+case "$SCALE" in synthetic|tiny) SYN=1 ;; cpu|paper) SYN=0 ;;
+  *) echo "run_all.sh: unknown SCALE=$SCALE (use synthetic, tiny, cpu or paper)" >&2; exit 2 ;; esac
+if [ "$SYN" = 0 ] && [ ${#DATASETS[@]} -eq 0 ]; then
+  echo "run_all.sh: SCALE=$SCALE needs BabyLM data: set BABYLM_DIR (2024 layout, https://osf.io/ad7qg/) or unset SCALE" >&2
+  exit 2
+fi
+JOBS=${JOBS:-$([ "$SYN" = 1 ] && echo 2 || echo 1)}
+SEEDS=${SEEDS:-$([ "$SCALE" = synthetic ] && echo 3 || echo 1)}
+EXTRA=${EXTRA:-$([ "$SCALE" = tiny ] && echo 0 || echo 1)}
+ABLATION=${ABLATION:-$([ "$SCALE" = synthetic ] && echo 1 || echo 0)}
+THREADS=$(( $(python -c "import os; print(os.cpu_count() or 1)") / JOBS )); [ "$THREADS" -ge 1 ] || THREADS=1
+TIMES="$WORK/stage_times.tsv"
+
+stage() {  # stage NAME OUTPUT command...: skipped when it finished before and OUTPUT exists (FORCE=1 reruns).
+  # "Finished" is a marker written after success, so a run killed half-way is redone, not mistaken for done.
   local name=$1 output=$2; shift 2
   local marker="$WORK/.done/${name// /_}"
   if [ -e "$marker" ] && [ -e "$output" ] && [ "$FORCE" != 1 ]; then echo "== $name: done before, skipped"; return 0; fi
   echo "== $name: $*"
   local t0; t0=$(date +%s)
-  if ! "$@"; then echo "run_all.sh: stage '$name' failed (command: $*)" >&2; exit 1; fi
+  if ! "$@" > "$WORK/logs/${name// /_}.log" 2>&1; then
+    echo "run_all.sh: stage '$name' failed; its output: $WORK/logs/${name// /_}.log" >&2; tail -5 "$WORK/logs/${name// /_}.log" >&2
+    return 1
+  fi
   mkdir -p "$WORK/.done" && touch "$marker"
   printf '%s\t%s\n' "$name" $(( $(date +%s) - t0 )) >> "$TIMES"
 }
+mkdir -p "$WORK/logs"
 
-# ---- scale: model sizes and step caps -------------------------------------------------------------------
-if [ "$SCALE" = paper ]; then
-  STUDENT=baby-llama-58m; T1=llama-360m; T2=gpt2-705m
-  TEACHER_FLAGS=(); DISTILL_FLAGS=(); GLUE_FLAGS=()
-elif [ "$SCALE" = cpu ]; then
-  # 2 CPU cores, about 30 minutes for everything: small models of the same architectures, step caps
-  # (the cosine and the progressive lambda still run their whole course), fewer GLUE examples and epochs
-  STUDENT=baby-llama-small; T1=llama-small; T2=gpt2-small
-  TEACHER_FLAGS=(--max-steps 160 --batch-size 32 --warmup 16 --eval-every 80 --eval-max-seqs 512)
-  DISTILL_FLAGS=(--max-steps 80 --batch-size 16 --micro-batch 16 --warmup 8 --eval-every 40 --eval-max-seqs 512 --lr 1e-3)
-  GLUE_FLAGS=(--max-train-examples 500 --max-epochs 2)
+pool() {  # pool NAME OUTPUT command...: a stage in the background, at most JOBS at once
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || { echo "run_all.sh: a stage failed" >&2; exit 1; }; done
+  OMP_NUM_THREADS=$THREADS stage "$@" &
+}
+drain() {  # wait for every pooled stage; the first failure stops the run
+  while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || { echo "run_all.sh: a stage failed" >&2; exit 1; }; done
+  wait || { echo "run_all.sh: a stage failed" >&2; exit 1; }
+}
+
+# ---- scale: models, step caps, seeds ---------------------------------------------------------------------
+if [ "$SYN" = 1 ]; then
+  DATASETS=(synthetic); DATA_DIR="$WORK/babylm_synthetic"; EVAL_DIR="$DATA_DIR/evaluation_data"
+  STUDENT=baby-llama-syn; T1=llama-syn; T2=gpt2-syn
+  COMMON=(--data-dir "$DATA_DIR" --vocab-size 512 --separator both --seq-len 64 --batch-size 32 --micro-batch 32
+          --device cpu --precision fp32 --eval-max-seqs 256)
+  if [ "$SCALE" = synthetic ]; then
+    N_TRAIN=120000; TEACHER_FLAGS=(--max-steps 400 --warmup 40 --lr 3e-3 --eval-every 100)
+    DISTILL_FLAGS=(--max-steps 250 --warmup 25 --lr 1e-2 --eval-every 50 --keep-every 50 --prompt-len 32); SAMPLES=1000
+  else  # tiny: the pipeline end to end in well under a minute (tests/test_run_all.py)
+    N_TRAIN=3000; TEACHER_FLAGS=(--max-steps 6 --warmup 2 --lr 3e-3 --eval-every 3)
+    DISTILL_FLAGS=(--max-steps 4 --warmup 1 --lr 1e-2 --eval-every 2 --keep-every 2 --prompt-len 32); SAMPLES=50
+  fi
 else
-  echo "run_all.sh: unknown SCALE=$SCALE (use paper or cpu)" >&2; exit 2
+  EVAL_DIR=${BABYLM_EVAL_DIR:-data/evaluation_data}; COMMON=()
+  if [ ! -d "$EVAL_DIR" ]; then
+    echo "run_all.sh: evaluation data not found at $EVAL_DIR: set BABYLM_EVAL_DIR (https://osf.io/ad7qg/)" >&2; exit 2
+  fi
+  if [ "$SCALE" = paper ]; then
+    STUDENT=baby-llama-58m; T1=llama-360m; T2=gpt2-705m; TEACHER_FLAGS=(); DISTILL_FLAGS=(); GLUE_FLAGS=()
+  else  # 2 CPU cores: small models of the same architectures, step caps (the schedules still run their course)
+    STUDENT=baby-llama-small; T1=llama-small; T2=gpt2-small
+    TEACHER_FLAGS=(--max-steps 160 --batch-size 32 --warmup 16 --eval-every 80 --eval-max-seqs 512)
+    DISTILL_FLAGS=(--max-steps 80 --batch-size 16 --micro-batch 16 --warmup 8 --eval-every 40 --eval-max-seqs 512 --lr 1e-3)
+    GLUE_FLAGS=(--max-train-examples 500 --max-epochs 2)
+  fi
 fi
 
-# ---- stage 1: data sets present, tokenizer and token caches ---------------------------------------------
-DATASETS=()
-for d in 2024 2023; do
-  if python -c "import data; data.corpus_files('$d', data.default_data_dir('$d'))" 2>/dev/null; then
-    DATASETS+=("$d")
+# ---- what it will do, and about how long ------------------------------------------------------------------
+N_RUNS=$(( 6 * SEEDS * ${#DATASETS[@]} + (EXTRA == 1 ? 4 : 0) + (ABLATION == 1 ? 3 : 0) ))
+PROBE=$(python -c "
+import time, torch
+torch.set_num_threads($THREADS); a = torch.randn(256, 256); t = time.perf_counter(); n = 0
+while time.perf_counter() - t < 0.3: a @ a; n += 1
+print(round(2 * 256 ** 3 * n / (time.perf_counter() - t) / 1e9))")
+case "$SCALE" in  # minutes measured on the README's machines, scaled by this CPU's fp32 matmul rate (a 0.3 s probe)
+  synthetic) MINUTES=$(python -c "print(round(8.0 * 150 / max($PROBE, 1), 1))") ;;
+  tiny) MINUTES=0.5 ;; cpu) MINUTES="40 or more" ;; paper) MINUTES="days on one GPU" ;;
+esac
+echo "run_all.sh: SCALE=$SCALE on ${DATASETS[*]}: teachers $T1 and $T2, student $STUDENT; $N_RUNS distillation runs"\
+     "(the paper's six variants x $SEEDS seed(s) per data set$([ "$EXTRA" = 1 ] && echo ", 4 objectives beyond the paper")"\
+     "$([ "$ABLATION" = 1 ] && echo ", 3 at T = 1")), $JOBS at a time; then"\
+     "$([ "$SYN" = 1 ] && echo "the mode-seeking measures, a positive control," || echo "evaluation,") and $RESULTS."
+echo "run_all.sh: about $MINUTES minutes here (fp32 probe $PROBE GFLOP/s at $THREADS thread(s) per job). Stage logs: $WORK/logs/"
+
+# ---- stage 1: data, tokenizer and token caches --------------------------------------------------------------
+for d in "${DATASETS[@]}"; do
+  if [ "$SYN" = 1 ]; then
+    stage "data $d" "$WORK/data-$d" python -c "import data; data.write_synthetic('$DATA_DIR', n_train=$N_TRAIN); \
+data.main(['prepare', '--data', 'synthetic', '--data-dir', '$DATA_DIR', '--work-dir', '$WORK', '--vocab-size', '512', \
+'--separator', 'both'])"
   else
-    echo "notice: no BabyLM $d data ($(python -c "import data; print(data.default_data_dir('$d'))")): its variants are skipped"
+    stage "data $d" "$WORK/data-$d" python data.py prepare --data "$d" --work-dir "$WORK"
   fi
 done
-EVAL_DIR=${BABYLM_EVAL_DIR:-data/evaluation_data}
-TASKS=blimp,supplement,ewok,glue
-if [ ${#DATASETS[@]} -eq 0 ]; then
-  echo "notice: no BabyLM data at all: running the synthetic demo corpus, which is NOT the paper's data"
-  DATASETS=(synthetic); EVAL_DIR=data/babylm_synthetic/evaluation_data; TASKS=blimp
-fi
-if [ ! -d "$EVAL_DIR" ] && [ "${DATASETS[0]}" != synthetic ]; then
-  echo "run_all.sh: evaluation data not found at $EVAL_DIR: set BABYLM_EVAL_DIR (https://osf.io/ad7qg/)" >&2; exit 2
-fi
-for d in "${DATASETS[@]}"; do
-  stage "data $d" "$WORK/data-$d" python data.py prepare --data "$d" --work-dir "$WORK"
-done
 
-# ---- stage 2: teachers -------------------------------------------------------------------------------------
+# ---- stage 2: teachers -----------------------------------------------------------------------------------------
 for d in "${DATASETS[@]}"; do
   for t in "$T1" "$T2"; do
-    stage "teacher $t $d" "$WORK/teacher-$t-$d/ckpt_best.pt" \
-      python train_teacher.py --preset "$t" --data "$d" --work-dir "$WORK" "${TEACHER_FLAGS[@]}"
+    pool "teacher $t $d" "$WORK/teacher-$t-$d/ckpt_best.pt" \
+      python train_teacher.py --preset "$t" --data "$d" --work-dir "$WORK" "${COMMON[@]}" "${TEACHER_FLAGS[@]}"
   done
 done
+drain
 
-# ---- stage 3: the twelve variants (six per data set) -------------------------------------------------------
-VARIANTS=()
-distill_variant() {  # distill_variant TAG v: e.g. 24 rv-1+ -> ChooBaCa-rv-1-24+
-  local name="ChooBaCa-${2%+}-$1${2//[^+]/}"
-  VARIANTS+=("$name")
-  stage "distill $name" "$WORK/$name/ckpt_best.pt" \
+# ---- stage 3: distillation: the paper's six variants per data set, seeds, beyond-the-paper objectives, T = 1 ------
+RUNS=()
+distill_run() {  # distill_run TAG VARIANT SEED [flags...]: e.g. 24 rv-1+ 0 -> ChooBaCa-rv-1-24+ (seed 0)
+  local tag=$1 v=$2 seed=$3; shift 3
+  local name="ChooBaCa-${v%+}-$tag${v//[^+]/}"
+  local dir="$WORK/$name"
+  [ "$seed" = 0 ] || dir="$dir-s$seed"
+  [ $# -eq 0 ] || dir="$dir-T1"
+  RUNS+=("$dir")
+  pool "distill ${dir#"$WORK"/}" "$dir/ckpt_best.pt" \
     python distill.py --variant "$name" --preset "$STUDENT" --teacher1-preset "$T1" --teacher2-preset "$T2" \
-      --work-dir "$WORK" "${DISTILL_FLAGS[@]}"
+      --work-dir "$WORK" --out-dir "$dir" --seed "$seed" "${COMMON[@]}" "${DISTILL_FLAGS[@]}" "$@"
 }
 for d in "${DATASETS[@]}"; do
   tag=$(python -c "import distill; print(distill.DATA_TAG['$d'])")
-  for v in fw-2 fw-1 rv-2 rv-1 rv-2+ rv-1+; do distill_variant "$tag" "$v"; done
+  for seed in $(seq 0 $((SEEDS - 1))); do
+    for v in rv-2 rv-1 fw-2 fw-1 rv-2+ rv-1+; do distill_run "$tag" "$v" "$seed"; done  # single-step ones first
+  done
+  if [ "$ABLATION" = 1 ]; then
+    for v in rv-1 fw-1 rv-1+; do distill_run "$tag" "$v" 0 --temperature 1; done
+  fi
 done
-
-# ---- stage 3b (EXTRA=1): objectives beyond the paper, on the first data set ------------------------------------
 if [ "$EXTRA" = 1 ]; then
   tag=$(python -c "import distill; print(distill.DATA_TAG['${DATASETS[0]}'])")
-  for v in hybrid-1+ alternate-1 srkl-1+ rvavg-2+; do distill_variant "$tag" "$v"; done
+  for v in hybrid-1+ alternate-1 srkl-1+ rvavg-2+; do distill_run "$tag" "$v" 0; done
 fi
+drain
 
-# ---- stage 4: evaluation, and the mode-seeking diagnostics against teacher 1 ----------------------------------
-for name in "${VARIANTS[@]}"; do
-  stage "evaluate $name" "$WORK/$name/eval/results.json" \
-    python evaluate.py "$WORK/$name/ckpt_best.pt" --eval-dir "$EVAL_DIR" --tasks "$TASKS" "${GLUE_FLAGS[@]}"
-  stage "diagnostics $name" "$WORK/$name/eval/measures.json" \
-    python measures.py "$WORK/$name/ckpt_best.pt"
-done
+# ---- stage 4: evaluation (real data) or the mode-seeking measures (synthetic) --------------------------------------
+if [ "$SYN" = 1 ]; then
+  pool "measures teacher" "$WORK/teacher-$T1-synthetic/eval/measures.json" \
+    python measures.py "$WORK/teacher-$T1-synthetic" --sequences --eval-dir "$EVAL_DIR" --samples "$SAMPLES" --device cpu
+  for dir in "${RUNS[@]}"; do
+    pool "measures ${dir#"$WORK"/}" "$dir/eval/measures.json" \
+      python measures.py "$dir" --sequences --eval-dir "$EVAL_DIR" --samples "$SAMPLES" --device cpu
+  done
+  pool "positive control" "$WORK/positive_control.json" python measures.py "$WORK/positive_control.json" --control
+else
+  for dir in "${RUNS[@]}"; do
+    pool "evaluate ${dir#"$WORK"/}" "$dir/eval/results.json" \
+      python evaluate.py "$dir/ckpt_best.pt" --eval-dir "$EVAL_DIR" --tasks blimp,supplement,ewok,glue "${GLUE_FLAGS[@]}"
+    pool "diagnostics ${dir#"$WORK"/}" "$dir/eval/measures.json" python measures.py "$dir/ckpt_best.pt"
+  done
+fi
+drain
 
-# ---- stage 5: report ----------------------------------------------------------------------------------------
+# ---- stage 5: report ------------------------------------------------------------------------------------------
 {
   echo "# Results ($SCALE scale)"
   echo
-  echo "Produced by \`SCALE=$SCALE bash run_all.sh\` on $(date -u +%Y-%m-%d), $(python -c "import platform, torch; \
-print(f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, ' + \
-(torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'))"); data: ${DATASETS[*]}."
-  echo "Models: student $STUDENT, teachers $T1 and $T2. Stage wall times (s):"
-  echo
-  echo "| stage | seconds |"; echo "|---|---|"
-  awk -F'\t' '{printf "| %s | %s |\n", $1, $2}' "$TIMES"
+  echo "Produced by \`SCALE=$SCALE bash run_all.sh\` on $(date -u +%Y-%m-%d) in $(( $(date +%s) - T_START )) s,"\
+       "$(python -c "import runtime; print(runtime.machine_summary())"), $JOBS job(s) at a time; data: ${DATASETS[*]}."
+  echo "Models: student $STUDENT, teachers $T1 and $T2. Stage wall times (s): see \`$TIMES\`."
   echo
 } > "$WORK/report_header.md"
-python report.py --work-dir "$WORK" --out results.md --header-file "$WORK/report_header.md"
-echo "== done in $(( $(date +%s) - T_START ))s: results.md"
+python report.py --work-dir "$WORK" --out "$RESULTS" --header-file "$WORK/report_header.md"
+echo "== done in $(( $(date +%s) - T_START ))s: $RESULTS"
