@@ -202,6 +202,16 @@ class Transformer(nn.Module):
         if not self.output.weight.is_meta:
             self.init_weights(seed)
 
+    def _apply(self, fn, recurse=True):
+        """.to(dtype) / .to(device) cast every buffer; the RoPE tables are rebuilt in fp32 afterwards, so a
+        bf16 teacher or sampler rotates exactly as the fp32 student does (not with bf16-rounded tables)."""
+        super()._apply(fn, recurse)
+        if not self.rope_cos.is_meta:
+            cos, sin = precompute_rope(self.config.dim // self.config.n_heads, self.config.max_seq_len,
+                                       self.config.rope_theta)
+            self.rope_cos, self.rope_sin = cos.to(self.rope_cos.device), sin.to(self.rope_sin.device)
+        return self
+
     @torch.no_grad()
     def init_weights(self, seed: int = 0):
         """N(0, 0.02), residual projections at 0.02/sqrt(2 n_layers) (GPT-2), norms 1, biases 0."""

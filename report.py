@@ -307,12 +307,13 @@ def synthetic_section(work_dir: str, out_path: str) -> list:
                f"{t['recall_kl']:.4f} nats/token on held-out sentences (its NLL minus the true entropy "
                f"{teacher.get('true_entropy', float('nan')):.3f} nats/token), minimal pairs "
                f"{100 * t.get('minimal_pairs', float('nan')):.1f}%.", ""]
-    md += ["| student | seeds | " + " | ".join(name for _, name, _ in MEASURES) + " | distinct-2 | minimal pairs % | "
-           "val loss |", "|---|---|" + "---|" * (len(MEASURES) + 3)]
+    md += ["| student | seeds | " + " | ".join(name for _, name, _ in MEASURES) + " | grammatical % by seed | "
+           "distinct-2 | minimal pairs % | val loss |", "|---|---|" + "---|" * (len(MEASURES) + 4)]
     for v in order:
-        runs = groups[v]
+        runs = sorted(groups[v], key=lambda r: r["seed"])
         last = [r["along"][-1] for r in runs]
         md.append(f"| {v} | {len(runs)} | " + " | ".join(_cell(runs, k, s) for k, _, s in MEASURES) +
+                  " | " + ", ".join(f"{100 * x['precision']:.1f}" for x in last) +
                   f" | {np.mean([x['distinct_2'] for x in last]):.3f} | "
                   f"{100 * np.mean([x.get('minimal_pairs', np.nan) for x in last]):.1f} | "
                   f"{np.mean([r['val_loss'] for r in runs]):.3f} |")
@@ -357,10 +358,8 @@ def report(work_dir: str, out_path: str, header: str = "") -> str:
     md = [header] + synthetic_section(work_dir, out_path) + paper_section(work_dir, out_path)
     plots = plot_curves(work_dir, sorted(d for d in os.listdir(work_dir) if d.startswith("ChooBaCa-")),
                         os.path.join(work_dir, "plots"))
-    if plots:  # linked relative to results.md; the PNGs stay in the (ignored) work folder
-        here_dir = os.path.dirname(os.path.abspath(out_path))
-        md += ["", "## Loss curves", ""] + [f"![{os.path.basename(p)[:-4]}]({os.path.relpath(p, here_dir)})"
-                                           for p in plots]
+    if plots:  # named, not embedded: the PNGs stay in the (ignored) work folder
+        md += ["", f"Loss curves of every run: {len(plots)} PNG files in `{os.path.join(work_dir, 'plots')}/`."]
     text = "\n".join(md) + "\n"
     with open(out_path + ".tmp", "w") as f:
         f.write(text)

@@ -70,20 +70,20 @@ def grads(m):
     return [p.grad.clone() for p in m.parameters()]
 
 
-@pytest.mark.parametrize("objective,n_teachers,lam,combine,kd_norm", [
-    ("rv", 1, 0.9, "kl", "tokens"), ("fw", 2, 1.0, "logits", "tokens"), ("rv", 2, 0.6, "kl", "batch"),
-    ("rv", 2, 0.75, "logits", "tokens")])
-def test_step_wise_loss_equals_direct_unchunked_loss(objective, n_teachers, lam, combine, kd_norm):
+@pytest.mark.parametrize("objective,n_teachers,lam,combine,kd_norm,alpha", [
+    ("rv", 1, 0.9, "kl", "tokens", 0.5), ("fw", 2, 1.0, "logits", "tokens", 0.2), ("rv", 2, 0.6, "kl", "batch", 0.5),
+    ("rv", 2, 0.75, "logits", "tokens", 0.8)])
+def test_step_wise_loss_equals_direct_unchunked_loss(objective, n_teachers, lam, combine, kd_norm, alpha):
     student, teachers = models(n_teachers)
     x = torch.randint(0, 64, (3, 32))
-    cfg = DS.DistillConfig(objective=objective, alpha=0.5, temperature=2.0, teacher_combine=combine,
+    cfg = DS.DistillConfig(objective=objective, alpha=alpha, temperature=2.0, teacher_combine=combine,
                            kd_norm=kd_norm, single_step=False, precision="fp32")
     zs = student(x)
     with torch.no_grad():
         zts = [t(x) for t in teachers]
     norm = 3 if kd_norm == "batch" else None
     ce, kd = cross_entropy(zs, TT.next_token_targets(x)), kd_loss(zs, zts, objective, 2.0, lam, combine, None, norm)
-    (0.5 * ce + 0.5 * kd).backward()
+    (alpha * ce + (1 - alpha) * kd).backward()  # eq. 9 with alpha != 0.5: a swapped alpha fails
     want = grads(student)
     for k in (0, 8, 5):  # whole sequence, even chunks, a ragged last chunk
         student.zero_grad()
@@ -157,6 +157,16 @@ def test_two_step_distillation_of_every_variant(twelve, name):
     assert json.load(open(os.path.join(out["out_dir"], "config.json")))["variant"] == name
 
 
+def test_logged_lambda_follows_eq_3_over_the_schedule_epochs(twelve):
+    """A run cut to 12 steps (less than one real epoch) still walks eq. 3's six values, two steps each."""
+    root, common = twelve
+    out = DS.train(DS.DistillConfig(variant="ChooBaCa-rv-1-24+", preset="debug", teacher1_preset="debug",
+                                    data_dir=str(root / "2024"), **dict(common, max_steps=12),
+                                    out_dir=str(root / "work" / "lam12")))
+    lams = [r["lam"] for r in map(json.loads, open(os.path.join(out["out_dir"], "log.jsonl"))) if "lam" in r]
+    assert lams == pytest.approx([0.9, 0.9, 0.75, 0.75, 0.6, 0.6, 0.45, 0.45, 0.3, 0.3, 0.3, 0.3])
+
+
 def test_teacher_errors_are_one_clear_line(twelve, tmp_path):
     root, common = twelve
     base = dict(common, data="2024", data_dir=str(root / "2024"), preset="debug", teacher1_preset="debug")
@@ -177,3 +187,16 @@ def test_objectives_beyond_the_paper_run(twelve, name):
     assert out["variant"] == name and len(steps) == 2 and all(np.isfinite(r["kd"]) for r in steps)
     if "alternate" in name:
         assert [r["objective"] for r in steps] == ["fw", "rv"]
+
+
+def test_diagnostics_of_a_distilled_student_end_to_end(twelve):
+    import measures as MS
+    root, common = twelve
+    out = DS.train(DS.DistillConfig(variant="ChooBaCa-rv-1-24+", preset="debug", teacher1_preset="debug",
+                                    data_dir=str(root / "2024"), **common, out_dir=str(root / "work" / "diag")))
+    res = MS.diagnose(os.path.join(out["out_dir"], "ckpt_best.pt"), device=torch.device("cpu"))
+    d = res["diagnostics"]
+    saved = json.load(open(os.path.join(out["out_dir"], "eval", "measures.json")))
+    assert saved["diagnostics"] == pytest.approx(d) and saved["teacher"].endswith("teacher-debug-2024/ckpt_best.pt")
+    assert 0 < d["entropy"] <= np.log(320) + 1e-6 and d["forward_kl"] >= 0 and d["reverse_kl"] >= 0
+    assert 0 <= d["top1_agreement"] <= 1 and 0 < d["distinct_2"] <= 1

@@ -1,6 +1,8 @@
 """model.py against independent computations: naive RMSNorm, per-pair RoPE, explicit masked attention,
 causality, KV-cache equivalence, save/load, and logit parity with transformers' own models."""
+import json
 import math
+import os
 
 import pytest
 import torch
@@ -122,6 +124,46 @@ def test_generate_mix_hook_samples_from_the_mixture_and_steps_every_cache():
     assert torch.equal(s1, s2)
 
 
+def chi_square(counts: torch.Tensor, probs: torch.Tensor) -> float:
+    expected = probs * counts.sum()
+    keep = expected > 0
+    return float(((counts[keep] - expected[keep]) ** 2 / expected[keep]).sum())
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampling_frequencies_match_softmax_of_logits_over_temperature(temperature):
+    """20,000 draws of the first new token against softmax(z / T): chi-square with V - 1 = 7 degrees of
+    freedom stays below 24.3 (p = 0.001); a greedy or temperature-ignoring sampler fails it."""
+    m = M.build_model(M.get_config("debug", vocab_size=8), seed=5).eval()
+    prompt = torch.tensor([[3, 1, 4]]).expand(20_000, 3)
+    with torch.no_grad():  # logits of standard deviation 1: spread, and the temperature matters
+        m.output.weight.mul_(1.0 / m(prompt[:1])[0, -1].std())
+    z = m(prompt[:1])[0, -1].detach()
+    probs = torch.softmax(z / temperature, -1)
+    assert probs.max() < 0.8 and (probs > 0.02).sum() >= 4  # a spread distribution, not a near point mass
+    new = M.generate(m, prompt, 1, temperature=temperature, generator=torch.Generator().manual_seed(0))[:, -1]
+    assert chi_square(torch.bincount(new, minlength=8).double(), probs.double()) < 24.3
+    other = torch.softmax(z / (1.7 - temperature), -1)  # the test can tell temperatures apart
+    assert chi_square(torch.bincount(new, minlength=8).double(), other.double()) > 100
+
+
+def test_top_k_leaves_no_mass_outside_the_k_largest_logits():
+    m = M.build_model(M.get_config("debug", vocab_size=8), seed=5).eval()
+    prompt = torch.tensor([[3, 1, 4]]).expand(20_000, 3)
+    with torch.no_grad():
+        m.output.weight.mul_(1.0 / m(prompt[:1])[0, -1].std())
+    z = m(prompt[:1])[0, -1].detach()
+    top = z.topk(3).indices
+    new = M.generate(m, prompt, 1, top_k=3, generator=torch.Generator().manual_seed(0))[:, -1]
+    counts = torch.bincount(new, minlength=8).double()
+    outside = torch.ones(8, dtype=torch.bool)
+    outside[top] = False
+    assert counts[outside].sum() == 0
+    renormalised = torch.zeros(8, dtype=torch.float64)
+    renormalised[top] = torch.softmax(z[top].double(), -1)
+    assert chi_square(counts, renormalised) < 13.8  # 2 degrees of freedom, p = 0.001
+
+
 @pytest.mark.parametrize("preset", ["debug", "debug-gpt2"])
 def test_save_load_identical_logits(preset, tmp_path):
     m = perturb_vectors(small(preset))
@@ -159,3 +201,21 @@ def test_export_matches_transformers(preset, tmp_path):
         assert (hf(x).logits - m(x)).abs().max().item() < 1e-4
         want = hf.generate(x[:, :5], max_new_tokens=6, do_sample=False, pad_token_id=0)
     assert torch.equal(M.generate(m, x[:, :5], 6, temperature=0), want)
+
+
+def test_rope_tables_stay_fp32_after_a_bf16_cast():
+    m = M.build_model(M.get_config("debug"), seed=1).to(torch.bfloat16)
+    cos, sin = M.precompute_rope(16, 128, 10000.0)
+    assert m.rope_cos.dtype == torch.float32 and torch.equal(m.rope_cos, cos) and torch.equal(m.rope_sin, sin)
+    assert m.output.weight.dtype == torch.bfloat16  # the weights themselves are cast
+
+
+def test_export_cli_writes_a_folder_with_the_tokenizer(tmp_path, capsys):
+    tok = tmp_path / "tok.model"
+    tok.write_bytes(b"not a real tokenizer, copied as is")
+    M.save_model(M.build_model(M.get_config("debug")), str(tmp_path / "c.pt"), tokenizer_path=str(tok))
+    M.main(["export", str(tmp_path / "c.pt"), str(tmp_path / "hf")])
+    assert sorted(os.listdir(tmp_path / "hf")) == ["config.json", "model.safetensors", "tokenizer.model"]
+    cfg = json.load(open(tmp_path / "hf" / "config.json"))
+    assert cfg["model_type"] == "llama" and cfg["num_hidden_layers"] == 2 and cfg["vocab_size"] == 512
+    assert "exported" in capsys.readouterr().out

@@ -167,6 +167,8 @@ def test_two_gloo_processes_equal_one_process(syn, tmp_path, script):
                     str(29500 + os.getpid() % 1000), script, *argv(dict(f, out_dir=str(tmp_path / "two")))],
                    cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), abs=1e-5)
+    # the averaged gradient: an all-reduce that sums instead of averaging doubles this norm
+    assert losses(tmp_path / "two", "grad_norm") == pytest.approx(losses(tmp_path / "one", "grad_norm"), rel=1e-4)
     assert not os.path.exists(tmp_path / "two" / "ckpt_last.pt.tmp")  # rank 0 alone writes checkpoints
 
 

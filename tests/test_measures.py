@@ -1,0 +1,72 @@
+"""measures.py: the positive control through distill.py's step, sequence scores against a per-token loop,
+sampling cut at EOS, grammaticality of sampled token lists, and the bootstrap's intervals on known cases."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import data as D
+import grammar as G
+import measures as MS
+import model as M
+
+
+def test_positive_control_reverse_kl_seeks_a_mode_forward_kl_covers_both():
+    fw, rv = MS.positive_control("fw", seed=0), MS.positive_control("rv", seed=0)
+    assert rv["precision"] > 0.9 and fw["precision"] < 0.7  # mass on the teacher's two modes
+    assert rv["forward_kl"] > 2 * fw["forward_kl"]  # reverse KL gives up covering: lower recall
+    assert rv["reverse_kl"] < fw["reverse_kl"]  # each objective wins on its own divergence
+
+
+def test_bimodal_table_and_its_teacher():
+    table = MS.bimodal_table(8, 0.4)
+    p = table.exp()
+    assert torch.allclose(p.sum(-1), torch.ones(8)) and p[3, 4] == pytest.approx(0.4) and p[3, 7] == pytest.approx(0.4)
+    x = torch.tensor([[3, 5]])
+    torch.testing.assert_close(MS.TableTeacher(table).head(MS.TableTeacher(table).hidden(x))[0], table[[3, 5]])
+
+
+@pytest.fixture(scope="module")
+def tok(syn):
+    _, f = syn
+    return D.prepare("synthetic", f["data_dir"], f["vocab_size"], f["work_dir"]).tokenizer
+
+
+def test_sentence_logprobs_equal_a_per_token_loop_and_samples_end_at_eos(tok):
+    m = M.build_model(M.get_config("debug", vocab_size=tok.vocab_size), seed=3).eval()
+    sents = MS.sample_sentences(m, 40, tok, torch.device("cpu"), seed=1, max_len=12)
+    assert all(len(s) <= 12 and (s[-1] == tok.eos_id or len(s) == 12) for s in sents)
+    assert all(tok.eos_id not in s[:-1] for s in sents)  # cut at the first EOS
+    got = MS.sentence_logprobs(m, sents, tok, torch.device("cpu"))
+    for s, g in zip(sents[:10], got[:10]):
+        x = torch.tensor([[tok.bos_id] + s])
+        with torch.no_grad():
+            lp = F.log_softmax(m(x)[0].double(), -1)
+        assert g == pytest.approx(sum(lp[j, s[j]].item() for j in range(len(s))), abs=1e-4)
+
+
+def test_grammatical_needs_the_grammar_and_an_eos(tok):
+    pcfg = G.PCFG()
+    good = tok.encode("the dog runs.") + [tok.eos_id]
+    bad = tok.encode("the dog run.") + [tok.eos_id]
+    capped = tok.encode("the dog runs.")  # no EOS: the sample hit the length cap
+    ok, lp = MS.grammatical([good, bad, capped], tok, pcfg)
+    assert ok.tolist() == [True, False, False]
+    assert lp[0] == pytest.approx(pcfg.logprob(["the dog runs."])[0])
+
+
+def test_bootstrap_interval_has_the_known_sign():
+    rng = np.random.default_rng(0)
+    a = [rng.normal(0.3, 1.0, 500) for _ in range(3)]
+    b = [rng.normal(0.0, 1.0, 500) for _ in range(3)]
+    lo, hi = MS.interval(MS.bootstrap_mean(a, seed=1) - MS.bootstrap_mean(b, seed=2))
+    assert 0 < lo < 0.3 < hi  # the true difference 0.3 is inside, 0 is not
+    same = [rng.permutation(x) for x in b]  # the same items: the true difference is exactly 0
+    lo, hi = MS.interval(MS.bootstrap_mean(b, seed=1) - MS.bootstrap_mean(same, seed=2))
+    assert lo < 0 < hi
+    # seeds that disagree widen the interval beyond the items' own noise
+    spread = [rng.normal(mu, 0.1, 500) for mu in (-1.0, 0.0, 1.0)]
+    lo, hi = MS.interval(MS.bootstrap_mean(spread))
+    assert hi - lo > 1.0
+    nan_items = [np.array([np.nan, 1.0, 3.0])]  # NaN items (ungrammatical samples) are ignored
+    assert np.nanmean(MS.bootstrap_mean(nan_items)) == pytest.approx(2.0, abs=0.2)
