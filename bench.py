@@ -103,6 +103,7 @@ def run_one(args, job: dict) -> dict:
     teachers = [M.build_model(M.get_config(args.teacher, vocab_size=V)).to(device).eval().requires_grad_(False)] \
         if job["step"] == "distill" else []
     opt = configure_optimizer(student, 1e-4, 0.1, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # as the training loops
     x = torch.randint(4, V, (B, T), device=device)
     if job["step"] == "distill":
         teachers = DS.teachers_in_compute_dtype(teachers, precision)  # as distill.py's loop does
@@ -110,15 +111,17 @@ def run_one(args, job: dict) -> dict:
                                                   chunk_size=job["chunk"], precision=precision))
 
         def step():
-            DS.distill_micro_step(student, teachers, x, cfg, 0.9 if cfg.objective == "rv" else 1.0, lambda l: l)
-            opt.step()
+            DS.distill_micro_step(student, teachers, x, cfg, 0.9 if cfg.objective == "rv" else 1.0, scaler.scale)
+            scaler.step(opt)
+            scaler.update()
             opt.zero_grad(set_to_none=True)
     else:
         def step():
             with autocast_ctx(device, precision):
                 logits = student(x)
-            cross_entropy(logits, next_token_targets(x)).backward()
-            opt.step()
+            scaler.scale(cross_entropy(logits, next_token_targets(x))).backward()
+            scaler.step(opt)
+            scaler.update()
             opt.zero_grad(set_to_none=True)
     step()  # warm-up: kernels chosen, optimizer state allocated
     sync(device)
@@ -129,7 +132,7 @@ def run_one(args, job: dict) -> dict:
     sync(device)
     dt = (time.perf_counter() - t) / args.steps
     flops = flops_per_token(student.config, T, train=True) + sum(flops_per_token(m.config, T, False) for m in teachers)
-    peak = matmul_peak(device, torch.bfloat16 if precision == "bf16" else torch.float32)
+    peak = matmul_peak(device, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32))
     out.update(tokens_per_s=round(B * T / dt), step_ms=round(1000 * dt), gflop_per_token=round(flops / 1e9, 3),
                tflop_s=round(flops * B * T / dt / 1e12, 3), peak_tflop_s=round(peak / 1e12, 2),
                peak_frac=round(flops * B * T / dt / peak, 3), peak_mem_mib=round(peak_bytes(device, base) / 2 ** 20))

@@ -23,9 +23,9 @@ from tqdm import tqdm
 import model as M
 from losses import alternate_objective, combine_teachers, cross_entropy, kd_loss, lambda_schedule, mix_logits
 from runtime import (RunLog, TrainConfig, all_reduce_grads, autocast_ctx, broadcast_params, check_finite,
-                     check_resume, configure_optimizer, estimate_val_loss, get_device, get_lr, global_mean,
-                     load_checkpoint, next_token_targets, opt, parse_config, prepare_run, resolve_precision,
-                     save_checkpoint, save_snapshot, set_determinism, set_seed)
+                     check_resume, configure_optimizer, estimate_val_loss, gather_objects, get_device, get_lr,
+                     global_mean, load_checkpoint, next_token_targets, opt, parse_config, prepare_run,
+                     resolve_precision, save_checkpoint, save_snapshot, set_determinism, set_seed)
 
 VARIANT_RE = re.compile(r"^ChooBaCa-(fw|rv|rvavg|hybrid|alternate|sfkl|srkl)-([12])-(23|24|syn)(\+?)$")
 OBJECTIVES = ["fw", "rv", "hybrid", "alternate", "sfkl", "srkl"]  # the paper's two, then beyond it
@@ -159,10 +159,24 @@ def load_teacher(path: str, tok, device) -> M.Transformer:
     return teacher.eval().requires_grad_(False)
 
 
+COMPUTE_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def teachers_in_compute_dtype(teachers: list, precision: str) -> list:
-    """Frozen teachers stored in bf16 when training in bf16: under autocast their fp32 weights would be
-    re-cast at every call (autocast caches casts only for weights that require grad)."""
-    return [t.to(torch.bfloat16) for t in teachers] if precision == "bf16" else teachers
+    """Frozen teachers stored in the compute dtype when training in bf16 or fp16: under autocast their fp32
+    weights would be re-cast at every call (autocast caches casts only for weights that require grad)."""
+    return [t.to(COMPUTE_DTYPE[precision]) for t in teachers] if precision in COMPUTE_DTYPE else teachers
+
+
+def restore_sampler(generator: torch.Generator, saved, device, rank: int, world: int, seed: int, step: int) -> bool:
+    """The single-step sampler's stream of this rank from a checkpoint; one written on another device type
+    or by another number of processes reseeds it from (seed, step, rank) instead (a CPU generator's state
+    does not fit a CUDA one), and False is returned."""
+    if isinstance(saved, dict) and saved.get("device") == device.type and len(saved["states"]) == world:
+        generator.set_state(saved["states"][rank])
+        return True
+    generator.manual_seed((seed + 2 + rank) * 100_003 + step)
+    return False
 
 
 def sample_single_step(student, teachers, x, cfg: DistillConfig, lam: float, generator=None, sampler=None):
@@ -186,7 +200,7 @@ def sample_single_step(student, teachers, x, cfg: DistillConfig, lam: float, gen
 def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, backward_scale, generator=None,
                        sampler=None, objective: str = None):
     """Forward and backward of eq. 9, L = alpha CE + (1 - alpha) L_KD, on one micro-batch x (b, T); returns
-    (CE, KD) as floats.
+    (CE, KD) as detached 0-d tensors (no host sync here: the loop syncs once per optimizer step).
 
     The student's trunk runs once; the output head, the teachers' heads and the loss run chunk by chunk
     (k = chunk_size, or the whole sequence), each chunk normalised by the whole micro-batch's counts and
@@ -209,7 +223,7 @@ def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, bac
     h_detached = h.detach().requires_grad_()
     h_ce, h_kd = h_detached[:b], h_detached[b:] if kd_x is not x else None
     k = cfg.chunk_size or T
-    ce_total = kd_total = 0.0
+    ce_total = kd_total = torch.zeros((), device=x.device)
     for s in range(0, T, k):
         # .contiguous(): a strided slice sends a CPU bf16 matmul down a path 77 times slower
         with autocast_ctx(x.device, cfg.precision):
@@ -222,7 +236,7 @@ def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, bac
         kd = kd_loss(z_kd, z_teachers, objective or cfg.objective, cfg.temperature, lam, cfg.teacher_combine, mask,
                      n_kd, rv_weight=cfg.rv_weight, skew=cfg.skew)
         backward_scale(cfg.alpha * ce + (1 - cfg.alpha) * kd).backward()
-        ce_total, kd_total = ce_total + ce.item(), kd_total + kd.item()
+        ce_total, kd_total = ce_total + ce.detach().float(), kd_total + kd.detach().float()
     h.backward(h_detached.grad)  # the trunk's backward, once
     return ce_total, kd_total
 
@@ -244,19 +258,21 @@ def train(cfg: DistillConfig) -> dict:
     cfg.precision = resolve_precision(cfg.precision, device, student.config.dim)
     teachers = teachers_in_compute_dtype(teachers, cfg.precision)
     sampler = None
-    if cfg.precision == "bf16" and cfg.single_step:
-        sampler = M.build_model(student.config).to(device, torch.bfloat16).eval()
+    if cfg.precision in COMPUTE_DTYPE and cfg.single_step:  # the student's weights, cast once per step
+        sampler = M.build_model(student.config).to(device, COMPUTE_DTYPE[cfg.precision]).eval()
     optimizer = configure_optimizer(student, cfg.lr, cfg.weight_decay, device)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     generator = torch.Generator(device=device).manual_seed(cfg.seed + 2 + rank)  # single-step sampling
     step, best_val = 0, float("inf")
     if cfg.resume and os.path.isfile(last):
-        ckpt = load_checkpoint(last, student, optimizer, scaler)
+        ckpt = load_checkpoint(last, student, optimizer, scaler, rank, world, device)
         step, best_val = ckpt["step"], ckpt["best_val"]
-        generator.set_state(ckpt["sampler_rng"].to(generator.get_state().device))
+        restore_sampler(generator, ckpt.get("sampler_rng"), device, rank, world, cfg.seed, step)
     log = RunLog(cfg.out_dir, step if cfg.resume else -1, enabled=rank == 0)
     student.train()
     broadcast_params(student, world)
+    if world > 1:  # every rank its own dropout stream (the weights are rank 0's, just broadcast)
+        torch.manual_seed(cfg.seed + 7919 * rank)
     if cfg.compile:  # the trunk is what is worth compiling; heads and losses run per chunk
         student.hidden = torch.compile(student.hidden)
     if rank == 0:
@@ -281,7 +297,7 @@ def train(cfg: DistillConfig) -> dict:
                 ce, kd = distill_micro_step(student, teachers, x, cfg, lam, lambda l: scaler.scale(l / accum), generator,
                                             sampler, objective)
                 ce_mean, kd_mean = ce_mean + ce / accum, kd_mean + kd / accum
-            ce_mean, kd_mean = global_mean([ce_mean, kd_mean], world, device)
+            ce_mean, kd_mean = global_mean(torch.stack([ce_mean, kd_mean]).tolist(), world, device)  # one sync
             loss_mean = cfg.alpha * ce_mean + (1 - cfg.alpha) * kd_mean  # eq. 9
             check_finite(loss_mean, step, cfg.precision)
             all_reduce_grads(student, world)
@@ -302,20 +318,25 @@ def train(cfg: DistillConfig) -> dict:
                           lr=lr_now, grad_norm=norm, tok_s=tok_s, skipped_steps=skipped)
                 t_last, since = time.perf_counter(), 0
             t_pause = time.perf_counter()  # validation and checkpoints do not count against tokens/s
-            extra = {"sampler_rng": generator.get_state(), "variant": cfg.variant, "teacher_paths": paths}
-            if end_of_epoch or (cfg.eval_every and step % cfg.eval_every == 0):
-                val_loss = estimate_val_loss(student, val, micro, device, cfg.precision)  # plain student CE
+            stopping = step >= limit
+            saving = step % cfg.ckpt_every == 0 or end_of_epoch or stopping
+            evaluating = end_of_epoch or (cfg.eval_every and step % cfg.eval_every == 0)
+            extra = {}
+            if saving or evaluating:  # every rank's sampler stream, gathered (a collective)
+                extra = {"sampler_rng": {"device": device.type, "states": gather_objects(generator.get_state(), world)},
+                         "variant": cfg.variant, "teacher_paths": paths}
+            if evaluating:
+                val_loss = estimate_val_loss(student, val, micro, device, cfg.precision, rank, world)  # plain student CE
                 log.write(step=step, epoch=epoch, val_loss=val_loss)
                 if rank == 0:
                     tqdm.write(f"step {step}/{total} | epoch {epoch} | lambda {lam:.2f} | val loss {val_loss:.4f}")
-                if val_loss < best_val:
+                if val_loss < best_val:  # the same on every rank: validation is all-reduced
                     best_val = val_loss
-                    if rank == 0:
-                        save_checkpoint(os.path.join(cfg.out_dir, "ckpt_best.pt"), student, optimizer, scaler, step,
-                                        cfg, best_val, corpus.tokenizer, **extra)
-            stopping = step >= limit
-            if rank == 0 and (step % cfg.ckpt_every == 0 or end_of_epoch or stopping):
-                save_checkpoint(last, student, optimizer, scaler, step, cfg, best_val, corpus.tokenizer, **extra)
+                    save_checkpoint(os.path.join(cfg.out_dir, "ckpt_best.pt"), student, optimizer, scaler, step,
+                                    cfg, best_val, corpus.tokenizer, rank, world, device, **extra)
+            if saving:
+                save_checkpoint(last, student, optimizer, scaler, step, cfg, best_val, corpus.tokenizer, rank, world,
+                                device, **extra)
             if rank == 0:
                 save_snapshot(cfg, student, step, corpus.tokenizer, variant=cfg.variant, teacher_paths=paths)
             t_last += time.perf_counter() - t_pause

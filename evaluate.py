@@ -152,7 +152,8 @@ def zero_shot(model, tok, suites: dict, device, precision: str) -> tuple:
         for task, rows in tasks.items():
             ((good, good_start), (bad, bad_start)), (good_s, bad_s) = pair_sequences(
                 tok, "ewok" if suite == "ewok" else "blimp", rows)
-            lp = sequence_logprobs(model, good + bad, good_start + bad_start, device, precision)
+            lp = sequence_logprobs(model, good + bad, good_start + bad_start, device, precision,
+                                   batch_tokens=2048 if device.type == "cpu" else 65536)  # a GPU wants big batches
             right = lp[:len(rows)] >= lp[len(rows):]
             acc.setdefault(suite, {})[task] = float(right.mean())
             items.setdefault(suite, {})[task] = "".join("1" if r else "0" for r in right)
@@ -264,6 +265,7 @@ def finetune(backbone, tok, task: str, train_rows, valid_sets: dict, device, pre
     labels = [r["label"] for r in train_rows]
     clf = Classifier(copy.deepcopy(backbone), 3 if task == "mnli" else 2, seed).to(device)
     opt = torch.optim.AdamW(clf.parameters(), lr=lr, weight_decay=0.0)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # fp16 needs loss scaling
     seqs = encode_examples(tok, task, train_rows)
     valid = {name: (encode_examples(tok, task, rows), [r["label"] for r in rows]) for name, rows in valid_sets.items()}
     select = "accuracy" if task == "mnli" else "f1"
@@ -278,8 +280,11 @@ def finetune(backbone, tok, task: str, train_rows, valid_sets: dict, device, pre
             with autocast_ctx(device, precision):
                 loss = F.cross_entropy(clf(x.to(device), n.to(device)).float(), y.to(device))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(clf.parameters(), 1.0)  # Trainer's max_grad_norm
+            scaler.step(opt)
+            scaler.update()
             step += 1
         scores = {}
         for name, (vs, vy) in valid.items():

@@ -97,7 +97,10 @@ OBJECTIVES = {"fw": forward_kl, "rv": reverse_kl}
 #   forward KL(p || q): d/dz_S = (q - p) / T;   reverse KL(q || p): d/dz_S = q (log q - log p - KL) / T;
 #   cross-entropy: d/dz = softmax(z) - onehot(y).
 
-ROWS = 64  # rows per block: 64 x 16000 fp32 = 4 MB
+def block_rows(x: torch.Tensor) -> int:
+    """Rows per block: on a CPU 64 x 16000 fp32 = 4 MB stays in cache; on a GPU a Python loop over small
+    blocks would cost a kernel launch per block, so blocks are thousands of rows."""
+    return 64 if x.device.type == "cpu" else 4096
 
 
 class _FusedKD(torch.autograd.Function):
@@ -106,15 +109,18 @@ class _FusedKD(torch.autograd.Function):
         """student (N, V), targets each (N, V) -> per-row divergence (N,) fp32, averaged over targets."""
         acc = torch.promote_types(student.dtype, torch.float32)  # fp32, or fp64 for float64 inputs
         out = torch.empty(student.shape[0], dtype=acc, device=student.device)
-        grad = torch.empty_like(student)
-        for s in range(0, student.shape[0], ROWS):
-            zs = student[s:s + ROWS].to(acc)
+        # the gradient stays in fp32 until backward has applied the loss scale: an fp16 copy would flush
+        # small gradients to zero before the GradScaler's factor could lift them
+        grad = torch.empty(student.shape, dtype=acc, device=student.device)
+        ctx.dtype, rows = student.dtype, block_rows(student)
+        for s in range(0, student.shape[0], rows):
+            zs = student[s:s + rows].to(acc)
             a = zs / temperature
             log_q = a - torch.logsumexp(a, -1, keepdim=True)  # log_softmax
             q = log_q.exp()
             kl_sum, g_sum = 0.0, 0.0
             for t in teachers:
-                b = mix_logits(t[s:s + ROWS].to(acc), zs, lam) / temperature  # eq. 2, a constant
+                b = mix_logits(t[s:s + rows].to(acc), zs, lam) / temperature  # eq. 2, a constant
                 log_p = b - torch.logsumexp(b, -1, keepdim=True)
                 if reverse:
                     d = log_q - log_p
@@ -125,15 +131,16 @@ class _FusedKD(torch.autograd.Function):
                     kl = (p * (log_p - log_q)).sum(-1)
                     g = q - p
                 kl_sum, g_sum = kl_sum + kl, g_sum + g
-            out[s:s + ROWS] = kl_sum / len(teachers)
-            grad[s:s + ROWS] = g_sum / (len(teachers) * temperature)
+            out[s:s + rows] = kl_sum / len(teachers)
+            grad[s:s + rows] = g_sum / (len(teachers) * temperature)
         ctx.save_for_backward(grad)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         grad, = ctx.saved_tensors
-        return (grad * grad_out.unsqueeze(-1).to(grad.dtype)), None, None, None, *[None] * len(ctx.needs_input_grad[4:])
+        g = (grad * grad_out.unsqueeze(-1).to(grad.dtype)).to(ctx.dtype)
+        return g, None, None, None, *[None] * len(ctx.needs_input_grad[4:])
 
 
 class _FusedCE(torch.autograd.Function):
@@ -142,22 +149,23 @@ class _FusedCE(torch.autograd.Function):
         """logits (N, V), targets (N,) -> per-row -log softmax(z)[y] (N,) fp32, 0 where ignored."""
         acc = torch.promote_types(logits.dtype, torch.float32)
         out = torch.zeros(logits.shape[0], dtype=acc, device=logits.device)
-        grad = torch.empty_like(logits)
-        for s in range(0, logits.shape[0], ROWS):
-            z, y = logits[s:s + ROWS].to(acc), targets[s:s + ROWS]
+        grad = torch.empty(logits.shape, dtype=acc, device=logits.device)  # fp32 until the loss scale: see _FusedKD
+        ctx.dtype, rows = logits.dtype, block_rows(logits)
+        for s in range(0, logits.shape[0], rows):
+            z, y = logits[s:s + rows].to(acc), targets[s:s + rows]
             keep = y != ignore_index
             log_q = z - torch.logsumexp(z, -1, keepdim=True)
             y_safe = y.clamp(min=0).unsqueeze(-1)
-            out[s:s + ROWS] = -log_q.gather(-1, y_safe).squeeze(-1) * keep
+            out[s:s + rows] = -log_q.gather(-1, y_safe).squeeze(-1) * keep
             g = log_q.exp().scatter_add_(-1, y_safe, -torch.ones_like(y_safe, dtype=z.dtype))
-            grad[s:s + ROWS] = g * keep.unsqueeze(-1)
+            grad[s:s + rows] = g * keep.unsqueeze(-1)
         ctx.save_for_backward(grad)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         grad, = ctx.saved_tensors
-        return grad * grad_out.unsqueeze(-1).to(grad.dtype), None, None
+        return (grad * grad_out.unsqueeze(-1).to(grad.dtype)).to(ctx.dtype), None, None
 
 
 def cross_entropy(logits, targets, ignore_index: int = -100, normalizer=None, fused: bool = True):

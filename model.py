@@ -292,10 +292,10 @@ def generate(models, prompt: torch.Tensor, max_new_tokens: int, temperature: flo
             if top_k is not None:
                 kth = torch.topk(z, min(top_k, z.size(-1))).values[:, -1:]
                 z = z.masked_fill(z < kth, float("-inf"))
-            # inverse-CDF sampling: one uniform per row (torch.multinomial on a CPU draws V exponentials)
-            cdf = F.softmax(z, dim=-1).cumsum(-1)  # (B, V)
-            u = torch.rand(B, 1, generator=generator, device=z.device) * cdf[:, -1:]
-            x = torch.searchsorted(cdf, u).clamp_(max=z.size(-1) - 1)  # (B, 1)
+            # Gumbel-max: argmax(z + g), g = -log(-log u), samples softmax(z) exactly; unlike cumsum and
+            # searchsorted it has a deterministic CUDA kernel (--deterministic with the single-step term)
+            u = torch.rand(z.shape, generator=generator, device=z.device).clamp_(min=torch.finfo(z.dtype).tiny)
+            x = (z - torch.log(-torch.log(u))).argmax(-1, keepdim=True)  # (B, 1)
         new.append(x)
         if stop_token is not None:
             done = x[:, 0] == stop_token if len(new) == 1 else done | (x[:, 0] == stop_token)
@@ -322,12 +322,12 @@ def atomic_save(obj, path: str):
     os.replace(tmp, path)
 
 
-def read_checkpoint(path: str, map_location="cpu") -> dict:
+def read_checkpoint(path: str, map_location="cpu", mmap: bool = False) -> dict:
     """Load a checkpoint dict, turning a missing or damaged file into one clear ValueError."""
     if not os.path.isfile(path):
         raise ValueError(f"checkpoint {path} not found: train it first or check the path")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
     except Exception as e:  # truncated zip, pickle error, ...
         raise ValueError(f"checkpoint {path} is unreadable ({type(e).__name__}): it is truncated or "
                          f"corrupt; delete it and retrain or resume from another checkpoint") from None
@@ -343,7 +343,9 @@ def save_model(model: Transformer, path: str, **extra):
 
 def load_model(path: str, device="cpu") -> tuple:
     """(model, checkpoint dict) from a file written by save_model or a training script."""
-    ckpt = read_checkpoint(path)
+    # mmap: tensors are read when touched, so a teacher's optimizer state (8.5 GB for gpt2-705m) is never
+    # read into host memory when only its weights are wanted
+    ckpt = read_checkpoint(path, mmap=True)
     model = Transformer(ModelConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
     return model.to(device), ckpt

@@ -10,6 +10,8 @@
 # Settings (environment): SCALE = synthetic | tiny | cpu | paper (default: synthetic without BabyLM data,
 # else paper on a GPU and cpu otherwise); WORK (out), RESULTS (results.md), JOBS (parallel runs, default 2 on
 # the synthetic scales), SEEDS (3 synthetic, 1 otherwise), EXTRA (1), ABLATION (1: the T = 1 rows).
+# GPUs: NPROC=N runs every training stage under `torchrun --nproc_per_node N` (default 1: plain python);
+# TEACHER2_MICRO=16 (say) bounds gpt2-705m's micro-batch on GPUs with less than ~45 GB.
 # Data: BABYLM_DIR (2024 layout), BABYLM_2023_DIR (2023 layout), BABYLM_EVAL_DIR (the pipeline's evaluation_data).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -39,6 +41,8 @@ SEEDS=${SEEDS:-$([ "$SCALE" = synthetic ] && echo 3 || echo 1)}
 EXTRA=${EXTRA:-$([ "$SCALE" = tiny ] && echo 0 || echo 1)}
 ABLATION=${ABLATION:-$([ "$SCALE" = synthetic ] && echo 1 || echo 0)}
 THREADS=$(( $(python -c "import os; print(os.cpu_count() or 1)") / JOBS )); [ "$THREADS" -ge 1 ] || THREADS=1
+NPROC=${NPROC:-1}
+if [ "$NPROC" -gt 1 ]; then TRAIN=(torchrun --standalone --nproc_per_node "$NPROC"); else TRAIN=(python); fi
 TIMES="$WORK/stage_times.tsv"
 
 stage() {  # stage NAME OUTPUT command...: skipped when it finished before and OUTPUT exists (FORCE=1 reruns).
@@ -70,7 +74,7 @@ drain() {  # wait for every pooled stage; the first failure stops the run
 if [ "$SYN" = 1 ]; then
   DATASETS=(synthetic); DATA_DIR="$WORK/babylm_synthetic"; EVAL_DIR="$DATA_DIR/evaluation_data"
   STUDENT=baby-llama-syn; T1=llama-syn; T2=gpt2-syn
-  COMMON=(--data-dir "$DATA_DIR" --vocab-size 512 --separator both --seq-len 64 --batch-size 32 --micro-batch 32
+  COMMON=(--data-dir "$DATA_DIR" --vocab-size 512 --separator both --seq-len 64 --batch-size 32 --micro-batch $((32 / NPROC))
           --device cpu --precision fp32 --eval-max-seqs 256)
   if [ "$SCALE" = synthetic ]; then
     # sized for 20 minutes on a 2-core AVX2-only CPU: 300 teacher steps reach within ~0.03 nats/token of the
@@ -104,12 +108,12 @@ torch.set_num_threads($THREADS); a = torch.randn(256, 256); t = time.perf_counte
 while time.perf_counter() - t < 0.3: a @ a; n += 1
 print(round(2 * 256 ** 3 * n / (time.perf_counter() - t) / 1e9))")
 case "$SCALE" in  # minutes measured on the README's machines, scaled by this CPU's fp32 matmul rate (a 0.3 s probe)
-  synthetic) MINUTES=$(python -c "print(round(8.0 * 150 / max($PROBE, 1), 1))") ;;
+  synthetic) MINUTES=$(python -c "print(round(8.8 * 181 / max($PROBE, 1), 1))") ;;  # 8.8 min at 181 on the AMX machine
   tiny) MINUTES=0.5 ;; cpu) MINUTES="40 or more" ;; paper) MINUTES="days on one GPU" ;;
 esac
 echo "run_all.sh: SCALE=$SCALE on ${DATASETS[*]}: teachers $T1 and $T2, student $STUDENT; $N_RUNS distillation runs"\
-     "(the paper's six variants x $SEEDS seed(s) per data set$([ "$EXTRA" = 1 ] && echo ", 4 objectives beyond the paper")"\
-     "$([ "$ABLATION" = 1 ] && echo ", 2 at T = 1")), $JOBS at a time; then"\
+     "(the paper's six variants x $SEEDS seed(s) per data set$([ "$EXTRA" = 1 ] && echo ", 4 objectives beyond the paper")$([ "$ABLATION" = 1 ] && echo ", 2 at T = 1")),"\
+     "$JOBS at a time; then"\
      "$([ "$SYN" = 1 ] && echo "the mode-seeking measures, a positive control," || echo "evaluation,") and $RESULTS."
 echo "run_all.sh: about $MINUTES minutes here (fp32 probe $PROBE GFLOP/s at $THREADS thread(s) per job). Stage logs: $WORK/logs/"
 
@@ -127,8 +131,10 @@ done
 # ---- stage 2: teachers -----------------------------------------------------------------------------------------
 for d in "${DATASETS[@]}"; do
   for t in "$T1" "$T2"; do
+    micro=(); [ "$t" = gpt2-705m ] && [ -n "${TEACHER2_MICRO:-}" ] && micro=(--micro-batch "$TEACHER2_MICRO")
     pool "teacher $t $d" "$WORK/teacher-$t-$d/ckpt_best.pt" \
-      python train_teacher.py --preset "$t" --data "$d" --work-dir "$WORK" "${COMMON[@]}" "${TEACHER_FLAGS[@]}"
+      "${TRAIN[@]}" train_teacher.py --preset "$t" --data "$d" --work-dir "$WORK" "${COMMON[@]}" "${TEACHER_FLAGS[@]}" \
+      "${micro[@]}"
   done
 done
 drain
@@ -143,7 +149,7 @@ distill_run() {  # distill_run TAG VARIANT SEED [flags...]: e.g. 24 rv-1+ 0 -> C
   [ $# -eq 0 ] || dir="$dir-T1"
   RUNS+=("$dir")
   pool "distill ${dir#"$WORK"/}" "$dir/ckpt_best.pt" \
-    python distill.py --variant "$name" --preset "$STUDENT" --teacher1-preset "$T1" --teacher2-preset "$T2" \
+    "${TRAIN[@]}" distill.py --variant "$name" --preset "$STUDENT" --teacher1-preset "$T1" --teacher2-preset "$T2" \
       --work-dir "$WORK" --out-dir "$dir" --seed "$seed" "${COMMON[@]}" "${DISTILL_FLAGS[@]}" "$@"
 }
 for d in "${DATASETS[@]}"; do

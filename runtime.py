@@ -179,13 +179,21 @@ def set_determinism():
 
 
 def get_device(name: str = "auto") -> torch.device:
+    """auto: cuda (this process's LOCAL_RANK under torchrun), then mps, then cpu. On CUDA, fp32 matmuls may
+    use TF32 (as Ampere+ defaults for convolutions): 8x the fp32 rate at ~1e-3 relative error."""
     if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        device = torch.device(name)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    elif torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
-    return torch.device("cpu")
+    else:
+        return torch.device("cpu")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    return device
 
 
 def autocast_ctx(device: torch.device, precision: str):
@@ -271,20 +279,25 @@ def next_token_targets(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def estimate_val_loss(model, val: torch.Tensor, micro_batch: int, device, precision: str) -> float:
-    """Mean next-token cross-entropy over every token of the fixed validation subset."""
+def estimate_val_loss(model, val: torch.Tensor, micro_batch: int, device, precision: str, rank: int = 0,
+                      world: int = 1) -> float:
+    """Mean next-token cross-entropy over every token of the fixed validation subset; with several
+    processes each scores every world-th sequence and the sums are all-reduced."""
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
-    for i in range(0, len(val), micro_batch):
-        x = val[i:i + micro_batch].to(device)
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # total loss, token count
+    mine = val[rank::world]
+    for i in range(0, len(mine), micro_batch):
+        x = mine[i:i + micro_batch].to(device)
         y = next_token_targets(x)
         with autocast_ctx(device, precision):
             logits = model(x)
-        n = int((y != -100).sum())
-        total += cross_entropy(logits, y).item() * n
-        count += n
+        n = (y != -100).sum()
+        sums += torch.stack([cross_entropy(logits, y).double() * n, n.double()])
+    if world > 1:
+        dist.all_reduce(sums)
     model.train(was_training)
+    total, count = sums.tolist()
     return total / count
 
 
@@ -298,36 +311,63 @@ def check_finite(loss: float, step: int, precision: str):
 # checkpoints
 
 
-def rng_state() -> dict:
+def rng_state(device=None) -> dict:
+    """This process's streams: python, numpy, torch CPU and, on a GPU, its own device's (not every GPU's)."""
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+            "cuda": torch.cuda.get_rng_state(device) if device is not None and device.type == "cuda" else None}
 
 
-def set_rng_state(s: dict):
+def gather_objects(obj, world: int) -> list:
+    """[obj of rank 0, obj of rank 1, ...] on every rank (a collective: every rank must call it)."""
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def set_rng_state(states, rank: int = 0, world: int = 1, device=None, reseed: int = 0) -> bool:
+    """Restore this rank's streams from a checkpoint's per-rank list. A checkpoint written by another number
+    of processes (or an old single dict) cannot give every rank its own stream back: each rank is then
+    reseeded from `reseed` and its rank, deterministically, and False is returned."""
+    states = states if isinstance(states, list) else [states]
+    if len(states) != world:
+        set_seed(reseed + 7919 * rank)
+        return False
+    s = states[rank]
     random.setstate(s["python"])
     np.random.set_state(s["numpy"])
     torch.set_rng_state(s["torch"])
-    if s.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+    if s.get("cuda") is not None and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(s["cuda"], device)
+    return True
 
 
-def save_checkpoint(path: str, model, optimizer, scaler, step: int, cfg, best_val: float, tok, **extra):
-    """One dict, written atomically: weights of the raw module (never a compiled or DDP wrapper),
-    optimizer, scaler, step, config, RNG states, best validation loss and the tokenizer's identity."""
+def save_checkpoint(path: str, model, optimizer, scaler, step: int, cfg, best_val: float, tok, rank: int = 0,
+                    world: int = 1, device=None, **extra):
+    """One dict, written atomically by rank 0: weights of the raw module (never a compiled or DDP wrapper),
+    optimizer, scaler, step, config, every rank's RNG states, best validation loss and the tokenizer's
+    identity. Every rank calls it (the RNG states are gathered)."""
+    rngs = gather_objects(rng_state(device), world)
+    if rank != 0:
+        return
     raw = getattr(model, "_orig_mod", model)
     raw = getattr(raw, "module", raw)
     M.atomic_save({"model": raw.state_dict(), "model_config": asdict(raw.config), "optimizer": optimizer.state_dict(),
-                   "scaler": scaler.state_dict(), "step": step, "config": asdict(cfg), "rng": rng_state(),
+                   "scaler": scaler.state_dict(), "step": step, "config": asdict(cfg), "rng": rngs,
                    "best_val": best_val, "tokenizer_sha": tok.sha, "tokenizer_path": os.path.abspath(tok.path),
                    "vocab_size": tok.vocab_size, **extra}, path)
 
 
-def load_checkpoint(path: str, model, optimizer, scaler) -> dict:
+def load_checkpoint(path: str, model, optimizer, scaler, rank: int = 0, world: int = 1, device=None) -> dict:
     ckpt = M.read_checkpoint(path)
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scaler.load_state_dict(ckpt["scaler"])
-    set_rng_state(ckpt["rng"])
+    if not set_rng_state(ckpt["rng"], rank, world, device, reseed=ckpt["config"]["seed"] * 100_003 + ckpt["step"]):
+        if rank == 0:
+            print(f"resume: {path} was written by {len(ckpt['rng']) if isinstance(ckpt['rng'], list) else 1} "
+                  f"process(es), this run has {world}: RNG streams reseeded from (seed, step, rank)")
     return ckpt
 
 

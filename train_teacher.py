@@ -46,11 +46,13 @@ def train(cfg: TrainConfig) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     step, best_val = 0, float("inf")
     if cfg.resume and os.path.isfile(last):
-        ckpt = load_checkpoint(last, model, optimizer, scaler)
+        ckpt = load_checkpoint(last, model, optimizer, scaler, rank, world, device)
         step, best_val = ckpt["step"], ckpt["best_val"]
     log = RunLog(cfg.out_dir, step if cfg.resume else -1, enabled=rank == 0)
     model.train()
     broadcast_params(model, world)
+    if world > 1:  # every rank its own dropout stream (the weights are rank 0's, just broadcast)
+        torch.manual_seed(cfg.seed + 7919 * rank)
     fwd = torch.compile(model) if cfg.compile else model
     if rank == 0:
         print(f"{cfg.preset}: {model.num_params():,} params | {precision} on {device} | {total} steps of "
@@ -71,8 +73,8 @@ def train(cfg: TrainConfig) -> dict:
                     logits = fwd(x)  # (b, T, V)
                 loss = cross_entropy(logits, next_token_targets(x))
                 scaler.scale(loss / accum).backward()
-                loss_mean += loss.item() / accum
-            loss_mean, = global_mean([loss_mean], world, device)
+                loss_mean += loss.detach() / accum  # no host sync per micro-batch
+            loss_mean, = global_mean([float(loss_mean)], world, device)
             check_finite(loss_mean, step, precision)
             all_reduce_grads(model, world)
             scaler.unscale_(optimizer)
@@ -93,18 +95,18 @@ def train(cfg: TrainConfig) -> dict:
                 t_last, since = time.perf_counter(), 0
             t_pause = time.perf_counter()  # validation and checkpoints do not count against tokens/s
             if end_of_epoch or (cfg.eval_every and step % cfg.eval_every == 0):
-                val_loss = estimate_val_loss(model, val, micro, device, precision)
+                val_loss = estimate_val_loss(model, val, micro, device, precision, rank, world)
                 log.write(step=step, epoch=epoch, val_loss=val_loss)
                 if rank == 0:
                     tqdm.write(f"step {step}/{total} | epoch {epoch} | val loss {val_loss:.4f}")
-                if val_loss < best_val:
+                if val_loss < best_val:  # the same on every rank: validation is all-reduced
                     best_val = val_loss
-                    if rank == 0:
-                        save_checkpoint(os.path.join(cfg.out_dir, "ckpt_best.pt"), model, optimizer, scaler, step,
-                                        cfg, best_val, corpus.tokenizer)
+                    save_checkpoint(os.path.join(cfg.out_dir, "ckpt_best.pt"), model, optimizer, scaler, step,
+                                    cfg, best_val, corpus.tokenizer, rank, world, device)
             stopping = step >= limit
-            if rank == 0 and (step % cfg.ckpt_every == 0 or end_of_epoch or stopping):
-                save_checkpoint(last, model, optimizer, scaler, step, cfg, best_val, corpus.tokenizer)
+            if step % cfg.ckpt_every == 0 or end_of_epoch or stopping:
+                save_checkpoint(last, model, optimizer, scaler, step, cfg, best_val, corpus.tokenizer, rank, world,
+                                device)
             if rank == 0:
                 save_snapshot(cfg, model, step, corpus.tokenizer)
             t_last += time.perf_counter() - t_pause

@@ -218,3 +218,15 @@ def test_early_stopping_after_patience_epochs_without_improvement(tok_model):
     out = E.finetune(m, tok, "cola", rows[:16], {"cola": rows[16:]}, torch.device("cpu"), "fp32", lr=0.0,
                      batch_size=16, max_epochs=10, patience=3)
     assert len(out["cola"]["history"]) == 4 and out["cola"]["best_epoch"] == 0  # epoch 0, then 3 without gain
+
+
+def test_the_best_validation_epoch_is_kept(tok_model, monkeypatch):
+    """Scripted validation predictions per epoch (F1 0, then 1, then 0.8): epoch 1 is kept and reported."""
+    tok, m = tok_model
+    rows = [{"sentence": "The dog runs.", "label": i % 2} for i in range(16)]
+    labels = np.array([r["label"] for r in rows[8:]])
+    scripted = iter([np.zeros(8, int), labels.copy(), np.where(np.arange(8) < 4, labels, 1)])
+    monkeypatch.setattr(E, "predict", lambda *a, **k: next(scripted))
+    out = E.finetune(m, tok, "cola", rows[:8], {"cola": rows[8:]}, torch.device("cpu"), "fp32", max_epochs=3)
+    assert [round(h["f1"], 2) for h in out["cola"]["history"]] == [0.0, 1.0, 0.8]
+    assert out["cola"]["best_epoch"] == 1 and out["cola"]["score"] == 1.0  # MCC of the perfect epoch

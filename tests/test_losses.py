@@ -207,3 +207,23 @@ def test_alternate_switches_on_schedule():
     assert [L.alternate_objective(s, 0) for s in range(4)] == ["fw", "rv", "fw", "rv"]
     assert [L.alternate_objective(s, 0, period=2) for s in range(6)] == ["fw", "fw", "rv", "rv", "fw", "fw"]
     assert [L.alternate_objective(99, e, by="epoch") for e in range(3)] == ["fw", "rv", "fw"]
+
+
+def test_fused_gradients_survive_fp16_until_the_loss_scale():
+    """Sharp fp16 logits put most of the vocabulary at probability ~1e-9, below fp16's smallest subnormal
+    (6e-8); times a loss scale of 2^16 those gradients are representable. The fused paths keep the
+    gradient in fp32 until the scale is applied, so they come out as an exact computation rounded to fp16."""
+    g = torch.Generator().manual_seed(0)
+    z = (8 * torch.randn(1, 4, 50, generator=g)).half().requires_grad_()
+    t = (8 * torch.randn(1, 4, 50, generator=g)).half()
+    y = torch.randint(0, 50, (1, 4), generator=g)
+    for loss_fn in (lambda x: L.kd_loss(x, [t], "fw", 1.0, normalizer=1),
+                    lambda x: L.cross_entropy(x, y, normalizer=1)):
+        z.grad = None
+        (loss_fn(z) * 2 ** 16).backward()
+        ref = z.detach().float().requires_grad_()
+        (loss_fn(ref) * 2 ** 16).backward()  # the fp32 reference, scaled alike
+        want = ref.grad.half()
+        assert (want != 0).sum() > (ref.grad.abs() > 2 ** 16 * 6e-8).sum()  # small ones the scale rescues
+        assert torch.equal(z.grad != 0, want != 0)
+        torch.testing.assert_close(z.grad.float(), want.float(), rtol=2e-3, atol=6e-8)

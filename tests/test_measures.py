@@ -70,3 +70,24 @@ def test_bootstrap_interval_has_the_known_sign():
     assert hi - lo > 1.0
     nan_items = [np.array([np.nan, 1.0, 3.0])]  # NaN items (ungrammatical samples) are ignored
     assert np.nanmean(MS.bootstrap_mean(nan_items)) == pytest.approx(2.0, abs=0.2)
+
+
+def test_sequence_measures_against_per_token_scores_and_the_grammar(tok):
+    pcfg, cpu = G.PCFG(), torch.device("cpu")
+    teacher = M.build_model(M.get_config("debug", vocab_size=tok.vocab_size), seed=1).eval()
+    student = M.build_model(M.get_config("debug", vocab_size=tok.vocab_size), seed=2).eval()
+    ref = MS.reference_sets(teacher, tok, pcfg, cpu, n=12)
+    items = MS.sequence_measures(student, teacher, tok, pcfg, ref, cpu, n=12, seed=3)
+
+    def logq(model, ids):  # a per-token loop, independent of evaluate.sequence_logprobs
+        with torch.no_grad():
+            lp = F.log_softmax(model(torch.tensor([[tok.bos_id] + ids]))[0].double(), -1)
+        return sum(lp[j, ids[j]].item() for j in range(len(ids)))
+    for k, ids in enumerate(ref["true"][:4]):  # recall: [log p_true(x) - log q(x)] / |x| on grammar sentences
+        p_true = pcfg.logprob([tok.decode(ids[:-1])])[0]
+        assert items["recall_kl"][k] == pytest.approx((p_true - logq(student, ids)) / len(ids), abs=1e-4)
+    for k, ids in enumerate(ref["teacher_samples"][:4]):  # forward KL: teacher samples, teacher minus student
+        want = (logq(teacher, ids) - logq(student, ids)) / len(ids)
+        assert items["forward_kl"][k] == pytest.approx(want, abs=1e-4)
+    same = MS.sequence_measures(teacher, teacher, tok, pcfg, ref, cpu, n=12, seed=3)
+    assert np.allclose(same["reverse_kl"], 0) and np.allclose(same["forward_kl"], 0)  # a model against itself

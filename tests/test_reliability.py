@@ -214,3 +214,54 @@ def test_help_documents_every_flag_with_its_default_and_choices(script):
             assert "one of " + ", ".join(map(str, fl.metadata["choices"])) in line, line
     if script == "distill.py":
         assert "fw, rv, hybrid, alternate, sfkl, srkl" in out
+
+
+def test_rng_streams_restore_per_rank_and_reseed_across_process_counts():
+    import runtime as RT
+    torch.manual_seed(5)
+    saved = [RT.rng_state(torch.device("cpu")), None]
+    want = torch.rand(3)
+    saved[1] = dict(saved[0], torch=torch.get_rng_state())  # rank 1's stream: elsewhere
+    assert RT.set_rng_state(saved, rank=0, world=2, device=torch.device("cpu"))
+    assert torch.equal(torch.rand(3), want)  # rank 0 got its own stream back
+    # an 8-process checkpoint resumed by one process: no IndexError, a deterministic reseed
+    assert not RT.set_rng_state(saved * 4, rank=0, world=1, reseed=123)
+    a = torch.rand(3)
+    RT.set_rng_state(saved * 4, rank=0, world=1, reseed=123)
+    assert torch.equal(torch.rand(3), a)
+    RT.set_rng_state(saved * 4, rank=1, world=3, reseed=123)
+    assert not torch.equal(torch.rand(3), a)  # other ranks get other streams
+    assert RT.set_rng_state(saved[0], rank=0, world=1)  # an old single-dict checkpoint still restores
+
+
+def test_sampler_stream_restores_on_its_device_type_and_reseeds_on_another():
+    g = torch.Generator().manual_seed(9)
+    state = g.get_state()
+    want = torch.rand(4, generator=g)
+    saved = {"device": "cpu", "states": [state]}
+    assert DS.restore_sampler(g, saved, torch.device("cpu"), 0, 1, seed=0, step=10)
+    assert torch.equal(torch.rand(4, generator=g), want)
+    from_gpu = {"device": "cuda", "states": [torch.zeros(16, dtype=torch.uint8)]}  # a CUDA state: another size
+    assert not DS.restore_sampler(g, from_gpu, torch.device("cpu"), 0, 1, seed=0, step=10)
+    a = torch.rand(4, generator=g)
+    DS.restore_sampler(g, from_gpu, torch.device("cpu"), 0, 1, seed=0, step=10)
+    assert torch.equal(torch.rand(4, generator=g), a)
+    DS.restore_sampler(g, from_gpu, torch.device("cpu"), 1, 2, seed=0, step=10)
+    assert not torch.equal(torch.rand(4, generator=g), a)  # rank 1 does not inherit rank 0's stream
+
+
+def test_backend_follows_the_run_device(monkeypatch):
+    import runtime as RT
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(RT.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(RT.dist, "init_process_group", lambda backend: calls.append(backend))
+    monkeypatch.setattr(RT.torch.cuda, "set_device", lambda d: calls.append(str(d)))
+    monkeypatch.setattr(RT.torch.cuda, "is_available", lambda: True)  # a GPU machine
+    assert RT.setup_distributed(torch.device("cpu")) == (1, 2) and calls == ["gloo"]  # --device cpu: gloo
+    calls.clear()
+    RT.setup_distributed(torch.device("cuda", 1))
+    assert calls == ["cuda:1", "nccl"]  # pinned to its LOCAL_RANK device before NCCL starts
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert RT.get_device("cuda") == torch.device("cuda", 1) and RT.get_device("auto") == torch.device("cuda", 1)

@@ -113,10 +113,8 @@ def test_precision_auto_follows_the_device_and_the_cpu(monkeypatch):
         RT.resolve_precision("fp8", cpu)
 
 
-def test_frozen_teachers_are_stored_in_bf16_only_for_bf16_runs():
+def test_frozen_teachers_are_stored_in_the_compute_dtype():
     import distill as DS
-    t = [M.build_model(M.get_config("debug"))]
-    assert all(p.dtype == torch.bfloat16 for p in DS.teachers_in_compute_dtype(t, "bf16")[0].parameters())
-    assert DS.teachers_in_compute_dtype(t, "bf16")[0].rope_cos.dtype == torch.float32
-    t = [M.build_model(M.get_config("debug"))]
-    assert all(p.dtype == torch.float32 for p in DS.teachers_in_compute_dtype(t, "fp16")[0].parameters())
+    for precision, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16), ("fp32", torch.float32)):
+        t = DS.teachers_in_compute_dtype([M.build_model(M.get_config("debug"))], precision)[0]
+        assert all(p.dtype == dtype for p in t.parameters()) and t.rope_cos.dtype == torch.float32
