@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 W=${WORK:-out-gpu}; mkdir -p "$W"
 N=$(python -c "import torch; print(torch.cuda.device_count())")
-echo "== $(python -c 'import runtime; print(runtime.machine_summary())'), $N GPU(s)"
+echo "== $(python -c 'import bench; print(bench.machine_summary())'), $N GPU(s)"
 python -m pytest -q -x
 python data.py prepare --data synthetic --vocab-size 512 --separator both --work-dir "$W"
 SYN=(--data synthetic --work-dir "$W" --vocab-size 512 --separator both --seq-len 64 --batch-size 32 --device cuda)

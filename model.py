@@ -13,7 +13,7 @@ import math
 import os
 import shutil
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -280,6 +280,7 @@ def generate(models, prompt: torch.Tensor, max_new_tokens: int, temperature: flo
     B, P = prompt.shape
     caches = [m.new_cache(B, P + max_new_tokens, device=prompt.device, dtype=m.output.weight.dtype) for m in models]
     x, new, seen = prompt, [], [[] for _ in models]
+    done = torch.zeros(B, dtype=torch.bool, device=prompt.device)  # rows that emitted stop_token
     for _ in range(max_new_tokens):
         logits = [m(x, cache=c)[:, -1].float() for m, c in zip(models, caches)]  # each (B, V)
         for s, z in zip(seen, logits):
@@ -298,7 +299,7 @@ def generate(models, prompt: torch.Tensor, max_new_tokens: int, temperature: flo
             x = (z - torch.log(-torch.log(u))).argmax(-1, keepdim=True)  # (B, 1)
         new.append(x)
         if stop_token is not None:
-            done = x[:, 0] == stop_token if len(new) == 1 else done | (x[:, 0] == stop_token)
+            done = done | (x[:, 0] == stop_token)  # (B,)
             if bool(done.all()):
                 break
     tokens = torch.cat([prompt, *new], dim=1)  # (B, P + N)

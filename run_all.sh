@@ -190,7 +190,7 @@ drain
   echo "# Results ($SCALE scale)"
   echo
   echo "Produced by \`SCALE=$SCALE bash run_all.sh\` on $(date -u +%Y-%m-%d) in $(( $(date +%s) - T_START )) s,"\
-       "$(python -c "import runtime; print(runtime.machine_summary())"), $JOBS job(s) at a time; data: ${DATASETS[*]}."
+       "$(python -c "import bench; print(bench.machine_summary())"), $JOBS job(s) at a time; data: ${DATASETS[*]}."
   echo "Models: student $STUDENT, teachers $T1 and $T2. Stage wall times, added up by kind (the pool runs $JOBS at once):"
   echo
   echo "| stage | runs | seconds |"; echo "|---|---|---|"

@@ -9,10 +9,8 @@ import contextlib
 import json
 import math
 import os
-import platform
 import random
 import sys
-import time
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Optional
@@ -209,30 +207,6 @@ def cpu_has_amx() -> bool:
             return "amx_bf16" in f.read(1 << 16)
     except OSError:
         return False
-
-
-def matmul_gflops(dtype=torch.float32, n: int = 512, seconds: float = 0.2) -> float:
-    """This CPU's matmul rate in a fraction of a second: a bf16 probe on a CPU without fast bf16 stays short."""
-    a = torch.randn(n, n, dtype=dtype)
-    a @ a
-    t, reps = time.perf_counter(), 0
-    while time.perf_counter() - t < seconds:
-        a @ a
-        reps += 1
-    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
-
-
-def machine_summary() -> str:
-    """CPU model, cores, AMX or not, fp32/bf16 matmul GFLOP/s, torch version (and the GPU): beside every figure."""
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return (f"{name}, {os.cpu_count()} cores{', AMX' if cpu_has_amx() else ', no AMX'}, matmul fp32 "
-            f"{matmul_gflops():.0f} / bf16 {matmul_gflops(torch.bfloat16):.0f} GFLOP/s, torch {torch.__version__}, {gpu}")
 
 
 def resolve_precision(precision: str, device: torch.device, dim: int = 0) -> str:

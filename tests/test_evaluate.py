@@ -13,7 +13,6 @@ import torch.nn.functional as F
 import data as D
 import evaluate as E
 import measures as MS
-import report as R
 import model as M
 from conftest import EVAL_DIR
 
