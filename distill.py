@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 import model as M
 from losses import alternate_objective, combine_teachers, cross_entropy, kd_loss, lambda_schedule, mix_logits
-from runtime import (RunLog, TrainConfig, all_reduce_grads, autocast_ctx, broadcast_params, check_finite,
+from runtime import (GradReducer, RunLog, TrainConfig, autocast_ctx, broadcast_params, check_finite,
                      check_resume, configure_optimizer, estimate_val_loss, gather_objects, get_device, get_lr,
                      global_mean, load_checkpoint, next_token_targets, opt, parse_config, prepare_run,
                      resolve_precision, save_checkpoint, save_snapshot, set_determinism, set_seed)
@@ -273,6 +273,8 @@ def train(cfg: DistillConfig) -> dict:
     broadcast_params(student, world)
     if world > 1:  # every rank its own dropout stream (the weights are rank 0's, just broadcast)
         torch.manual_seed(cfg.seed + 7919 * rank)
+    chunks = -(-cfg.seq_len // (cfg.chunk_size or cfg.seq_len))  # backward passes reaching the head per micro-batch
+    reducer = GradReducer(student, world, {student.output.weight: chunks})
     if cfg.compile:  # the trunk is what is worth compiling; heads and losses run per chunk
         student.hidden = torch.compile(student.hidden)
     if rank == 0:
@@ -293,21 +295,23 @@ def train(cfg: DistillConfig) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = lr_now
             ce_mean = kd_mean = 0.0  # over the micro-batches: the losses of the whole batch
-            for x in batch.to(device).split(micro):  # gradient accumulation
+            for i, x in enumerate(batch.to(device).split(micro)):  # gradient accumulation
+                if i == accum - 1:
+                    reducer.arm()  # the last micro-batch: buckets all-reduce as their gradients complete
                 ce, kd = distill_micro_step(student, teachers, x, cfg, lam, lambda l: scaler.scale(l / accum), generator,
                                             sampler, objective)
                 ce_mean, kd_mean = ce_mean + ce / accum, kd_mean + kd / accum
             ce_mean, kd_mean = global_mean(torch.stack([ce_mean, kd_mean]).tolist(), world, device)  # one sync
             loss_mean = cfg.alpha * ce_mean + (1 - cfg.alpha) * kd_mean  # eq. 9
             check_finite(loss_mean, step, cfg.precision)
-            all_reduce_grads(student, world)
+            reducer.finish()
             scaler.unscale_(optimizer)
             norm = torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip).item()
             scale_before = scaler.get_scale()
             scaler.step(optimizer)
             scaler.update()
             skipped += int(scaler.is_enabled() and scaler.get_scale() < scale_before)  # fp16 inf/NaN: step skipped
-            optimizer.zero_grad(set_to_none=True)
+            reducer.zero_grad(optimizer)
             step, since = step + 1, since + 1
             bar.update(1)
             end_of_epoch = step % batches.steps_per_epoch == 0 or step == total

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 import model as M
 from losses import cross_entropy
-from runtime import (RunLog, TrainConfig, all_reduce_grads, autocast_ctx, broadcast_params, check_finite,
+from runtime import (GradReducer, RunLog, TrainConfig, autocast_ctx, broadcast_params, check_finite,
                      check_resume, configure_optimizer, estimate_val_loss, get_device, get_lr, global_mean,
                      load_checkpoint, next_token_targets, parse_config, prepare_run, resolve_precision,
                      save_checkpoint, save_snapshot, set_determinism, set_seed)
@@ -53,6 +53,7 @@ def train(cfg: TrainConfig) -> dict:
     broadcast_params(model, world)
     if world > 1:  # every rank its own dropout stream (the weights are rank 0's, just broadcast)
         torch.manual_seed(cfg.seed + 7919 * rank)
+    reducer = GradReducer(model, world)  # gradients averaged over processes (a no-op for one)
     fwd = torch.compile(model) if cfg.compile else model
     if rank == 0:
         print(f"{cfg.preset}: {model.num_params():,} params | {precision} on {device} | {total} steps of "
@@ -68,7 +69,9 @@ def train(cfg: TrainConfig) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = lr_now
             loss_mean = 0.0  # over the micro-batches: the loss of the whole batch
-            for x in batch.to(device).split(micro):  # gradient accumulation
+            for i, x in enumerate(batch.to(device).split(micro)):  # gradient accumulation
+                if i == accum - 1:
+                    reducer.arm()  # the last micro-batch: buckets all-reduce as their gradients complete
                 with autocast_ctx(device, precision):
                     logits = fwd(x)  # (b, T, V)
                 loss = cross_entropy(logits, next_token_targets(x))
@@ -76,14 +79,14 @@ def train(cfg: TrainConfig) -> dict:
                 loss_mean += loss.detach() / accum  # no host sync per micro-batch
             loss_mean, = global_mean([float(loss_mean)], world, device)
             check_finite(loss_mean, step, precision)
-            all_reduce_grads(model, world)
+            reducer.finish()
             scaler.unscale_(optimizer)
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
             scale_before = scaler.get_scale()
             scaler.step(optimizer)
             scaler.update()
             skipped += int(scaler.is_enabled() and scaler.get_scale() < scale_before)  # fp16 inf/NaN: step skipped
-            optimizer.zero_grad(set_to_none=True)
+            reducer.zero_grad(optimizer)
             step, since = step + 1, since + 1
             bar.update(1)
             end_of_epoch = step % batches.steps_per_epoch == 0 or step == total

@@ -265,3 +265,55 @@ def test_backend_follows_the_run_device(monkeypatch):
     assert calls == ["cuda:1", "nccl"]  # pinned to its LOCAL_RANK device before NCCL starts
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert RT.get_device("cuda") == torch.device("cuda", 1) and RT.get_device("auto") == torch.device("cuda", 1)
+
+
+class FakeWork:
+    def wait(self):
+        pass
+
+
+@pytest.mark.parametrize("preset", ["debug", "debug-gpt2"])  # gpt2: tied embeddings, one parameter
+def test_grad_buckets_all_reduce_during_the_backward_in_order(monkeypatch, preset):
+    """A second rank faked: all_reduce sums two identical ranks (x2). Buckets must launch from the hooks,
+    before the backward returns, in bucket order, and finish() must leave the single-process average."""
+    import runtime as RT
+    launched = []
+    monkeypatch.setattr(RT.dist, "all_reduce", lambda t, async_op: (launched.append(t.data_ptr()), t.mul_(2),
+                                                                    FakeWork())[2])
+    m = M.build_model(M.get_config(preset, vocab_size=64, dropout=0.0), seed=1)
+    ref = M.build_model(M.get_config(preset, vocab_size=64, dropout=0.0), seed=1)
+    x = torch.randint(0, 64, (2, 16))
+    red = RT.GradReducer(m, world=2, bucket_mb=0.02)  # ~20 KB buckets: several of them
+    assert len(red.flats) > 3
+    for micro in range(2):  # two micro-batches; the second is the last
+        if micro == 1:
+            red.arm()
+        RT.cross_entropy(m(x), RT.next_token_targets(x)).backward()
+    assert launched == [f.data_ptr() for f in red.flats]  # all launched inside backward(), in order
+    red.finish()
+    for _ in range(2):
+        RT.cross_entropy(ref(x), RT.next_token_targets(x)).backward()
+    for p, q in zip(m.parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad)
+    red.zero_grad(None)
+    assert all(float(p.grad.abs().sum()) == 0 for p in m.parameters())  # zeroed, still bucket views
+
+
+def test_grad_buckets_wait_for_every_chunk_of_the_head(monkeypatch):
+    import runtime as RT
+    launched = []
+    monkeypatch.setattr(RT.dist, "all_reduce", lambda t, async_op: (launched.append(t.data_ptr()), FakeWork())[1])
+    student = M.build_model(M.get_config("debug", vocab_size=64), seed=1)
+    teachers = [M.build_model(M.get_config("debug", vocab_size=64), seed=2).eval()]
+    x = torch.randint(0, 64, (2, 32))
+    cfg = DS.DistillConfig(objective="rv", chunk_size=8, single_step=False, precision="fp32", teacher_combine="kl")
+    red = RT.GradReducer(student, world=2, accumulations={student.output.weight: 4}, bucket_mb=0.02)
+    head = red.flats[red.bucket_of[student.output.weight]].data_ptr()
+    red.arm()
+    DS.distill_micro_step(student, teachers, x, cfg, 0.9, lambda l: l)
+    assert launched.count(head) == 1 and len(launched) == len(red.flats)  # after its 4th chunk, not before
+    red.finish()
+    wrong = RT.GradReducer(student, world=2, accumulations={student.output.weight: 2}, bucket_mb=0.02)
+    wrong.arm()
+    with pytest.raises(RuntimeError, match="accumulation count"):
+        DS.distill_micro_step(student, teachers, x, cfg, 0.9, lambda l: l)
