@@ -207,3 +207,18 @@ def test_diagnostics_of_a_distilled_student_end_to_end(twelve):
     assert saved["diagnostics"] == pytest.approx(d) and saved["teacher"].endswith("teacher-debug-2024/ckpt_best.pt")
     assert 0 < d["entropy"] <= np.log(320) + 1e-6 and d["forward_kl"] >= 0 and d["reverse_kl"] >= 0
     assert 0 <= d["top1_agreement"] <= 1 and 0 < d["distinct_2"] <= 1
+
+
+def test_bf16_sampler_carries_the_students_current_weights():
+    student, teachers = models(1)
+    teachers = DS.teachers_in_compute_dtype(teachers, "bf16")
+    sampler = M.build_model(student.config).to(torch.bfloat16).eval()
+    cfg = DS.DistillConfig(objective="rv", single_step=True, chunk_size=0, prompt_len=8, precision="bf16",
+                           teacher_combine="kl")
+    x = torch.randint(0, 64, (2, 16))
+    ce, kd = DS.distill_micro_step(student, teachers, x, cfg, 0.9, lambda l: l, torch.Generator().manual_seed(0),
+                                   sampler)
+    for k, v in student.state_dict().items():  # this step's weights, cast once
+        assert torch.equal(sampler.state_dict()[k], v.to(torch.bfloat16))
+    assert sampler.rope_cos.dtype == torch.float32 and np.isfinite(float(ce)) and float(kd) >= 0
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in student.parameters())

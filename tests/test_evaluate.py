@@ -139,6 +139,10 @@ def test_evaluate_writes_results_tables_and_predictions(tok_model, syn, tmp_path
     assert any("at most 8" in d for d in res["departures"])
     saved = json.load(open(tmp_path / "out" / "results.json"))
     assert saved["scores"]["blimp"] == pytest.approx(np.mean(list(saved["zero_shot"]["blimp"].values())))
+    assert saved["precision"] == "fp32"
+    E.main([str(tmp_path / "ckpt.pt"), "--tasks", "blimp", "--eval-dir", str(eval_dir), "--device", "cpu",
+            "--out-dir", str(tmp_path / "cli")])  # no --precision: the CLI's default, as the official harness
+    assert json.load(open(tmp_path / "cli" / "results.json"))["precision"] == "fp32"
     preds = json.load(gzip.open(tmp_path / "out" / "predictions.json.gz"))
     assert len(preds["blimp"]["syn_subject_verb"]["predictions"]) == 30
     assert preds["glue"]["cola"]["predictions"][0]["id"] == "cola_0"
@@ -229,3 +233,11 @@ def test_the_best_validation_epoch_is_kept(tok_model, monkeypatch):
     out = E.finetune(m, tok, "cola", rows[:8], {"cola": rows[8:]}, torch.device("cpu"), "fp32", max_epochs=3)
     assert [round(h["f1"], 2) for h in out["cola"]["history"]] == [0.0, 1.0, 0.8]
     assert out["cola"]["best_epoch"] == 1 and out["cola"]["score"] == 1.0  # MCC of the perfect epoch
+
+
+def test_bf16_scoring_runs_and_stays_close_to_fp32(tok_model):
+    tok, m = tok_model
+    seqs = [[tok.bos_id] + s for s in tok.encode(["The dog runs.", "These dogs see a ball.", "Is the cat happy?"])]
+    fp32 = E.sequence_logprobs(m, seqs, [1] * 3, torch.device("cpu"), "fp32")
+    bf16 = E.sequence_logprobs(m, seqs, [1] * 3, torch.device("cpu"), "bf16")
+    assert np.allclose(bf16, fp32, rtol=0.02) and not np.array_equal(bf16, fp32)  # the trunk really ran in bf16
