@@ -5,8 +5,9 @@ supplement and EWoK zero-shot (minimal pairs), and (Super)GLUE by full fine-tuni
     python evaluate.py CKPT --tasks blimp,supplement,ewok               # zero-shot only
     python evaluate.py CKPT --tasks glue --glue-tasks cola,rte --max-train-examples 512 --max-epochs 2   # CPU
 
-GLUE defaults mirror the pipeline's finetune_model.sh: lr 5e-5, batch 64, at most 10 epochs, linear decay,
-no warmup, patience 3 on the validation set, seed 12, inputs truncated to 128 tokens. Writes results.json,
+GLUE defaults mirror the pipeline's finetune_model.sh and Trainer: lr 5e-5, batch 64, at most 10 epochs, linear
+decay, no warmup, clipping 1.0, patience 3 (threshold 0.001) on the validation set, seed 12, inputs of at most
+128 tokens, pairs truncated longest first. Writes results.json,
 tables.md and predictions.json.gz (the official submission format) in --out-dir (default: beside the
 checkpoint, in eval/). Shape legend: B batch, T time, C = dim, V vocab, L labels.
 """
@@ -154,7 +155,8 @@ def zero_shot(model, tok, suites: dict, device, precision: str) -> tuple:
                 tok, "ewok" if suite == "ewok" else "blimp", rows)
             lp = sequence_logprobs(model, good + bad, good_start + bad_start, device, precision,
                                    batch_tokens=2048 if device.type == "cpu" else 65536)  # a GPU wants big batches
-            right = lp[:len(rows)] >= lp[len(rows):]
+            # ties are right; identical token lists always tie, whatever batch each copy was scored in
+            right = (lp[:len(rows)] >= lp[len(rows):]) | np.array([g == b for g, b in zip(good, bad)])
             acc.setdefault(suite, {})[task] = float(right.mean())
             items.setdefault(suite, {})[task] = "".join("1" if r else "0" for r in right)
             preds.setdefault(suite, {})[task] = {"predictions": [
@@ -192,12 +194,22 @@ def glue_text(task: str, row: dict) -> tuple:
 
 
 def encode_examples(tok, task: str, rows: list, max_len: int = 128) -> list:
-    """BOS + first [+ EOS + second], right-truncated to max_len tokens."""
+    """BOS + first [+ EOS + second] in at most max_len tokens: a pair is truncated longest first, one token at
+    a time from the longer part (the second on ties), as the official script's tokenizer does; a single
+    sentence from the right."""
     out = []
     for row in rows:
         a, b = glue_text(task, row)
-        ids = [tok.bos_id] + tok.encode(a) + ([tok.eos_id] + tok.encode(b) if b is not None else [])
-        out.append(ids[:max_len])
+        a = tok.encode(a)
+        if b is None:
+            out.append(([tok.bos_id] + a)[:max_len])
+            continue
+        b = tok.encode(b)
+        excess = len(a) + len(b) + 2 - max_len
+        if excess > 0:
+            for _ in range(excess):
+                a, b = (a[:-1], b) if len(a) > len(b) else (a, b[:-1])
+        out.append([tok.bos_id] + a + [tok.eos_id] + b)
     return out
 
 
@@ -257,7 +269,7 @@ def predict(clf, seqs, device, precision, batch_size=64) -> np.ndarray:
 
 
 def finetune(backbone, tok, task: str, train_rows, valid_sets: dict, device, precision, lr=5e-5, batch_size=64,
-             max_epochs=10, patience=3, seed=12) -> dict:
+             max_epochs=10, patience=3, seed=12, threshold=0.001) -> dict:
     """Full fine-tuning; after each epoch, score the validation set; keep the best epoch (by F1, by accuracy
     for MNLI) and stop after `patience` epochs without improvement. valid_sets: {name: rows}, the first one
     selects the epoch (MNLI-mm rides along with MNLI)."""
@@ -292,12 +304,13 @@ def finetune(backbone, tok, task: str, train_rows, valid_sets: dict, device, pre
             scores[name] = {"accuracy": accuracy(vy, p), "f1": f1_binary(vy, p), "mcc": mcc(vy, p), "pred": p}
         first = scores[next(iter(valid))]
         history.append({"epoch": epoch, "loss": loss.item(), select: first[select]})
-        if best is None or first[select] > best[0][next(iter(valid))][select]:
-            best, bad_epochs = (scores, epoch), 0
-        else:
-            bad_epochs += 1
-            if bad_epochs >= patience:
-                break
+        previous = None if best is None else best[0][next(iter(valid))][select]
+        if previous is None or first[select] > previous:  # the best epoch: any gain, as Trainer keeps it
+            best = (scores, epoch)
+        # patience, as the official EarlyStoppingCallback: a gain of at most 0.001 counts as none
+        bad_epochs = 0 if previous is None or first[select] - previous > threshold else bad_epochs + 1
+        if bad_epochs >= patience:
+            break
     scores, epoch = best
     return {name: {"score": s[GLUE_METRIC.get(name, "accuracy")], "metric": GLUE_METRIC.get(name, "accuracy"),
                    "best_epoch": epoch, "pred": s["pred"].tolist(), "right": "".join(

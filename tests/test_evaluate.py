@@ -241,3 +241,48 @@ def test_bf16_scoring_runs_and_stays_close_to_fp32(tok_model):
     fp32 = E.sequence_logprobs(m, seqs, [1] * 3, torch.device("cpu"), "fp32")
     bf16 = E.sequence_logprobs(m, seqs, [1] * 3, torch.device("cpu"), "bf16")
     assert np.allclose(bf16, fp32, rtol=0.02) and not np.array_equal(bf16, fp32)  # the trunk really ran in bf16
+
+
+def test_identical_sentences_tie_even_when_batching_differs(tok_model, monkeypatch):
+    """Two copies of one string scored in different batches can differ by ~1e-6 (padding); lm-eval ties them."""
+    tok, m = tok_model
+    rows = [{"sentence_good": "The dog runs.", "sentence_bad": "The dog runs."},
+            {"sentence_good": "The dogs run.", "sentence_bad": "The dogs runs."}]
+    real = E.sequence_logprobs
+
+    def jittered(*a, **k):  # the bad copy of the identical pair comes out 1e-6 higher, as another batch may give
+        out = real(*a, **k)
+        out[2] += 1e-6
+        return out
+    monkeypatch.setattr(E, "sequence_logprobs", jittered)
+    _, items, _ = E.zero_shot(m, tok, {"blimp": {"toy": rows}}, torch.device("cpu"), "fp32")
+    assert items["blimp"]["toy"][0] == "1"
+
+
+def test_glue_pairs_are_truncated_longest_first_as_the_official_script():
+    class Tok:  # one token per word: lengths are easy to read
+        bos_id, eos_id = 1, 2
+
+        def encode(self, s):
+            return [10 + len(w) for w in s.split()]
+    long_premise, hypothesis = " ".join(["word"] * 200), "a short hypothesis here"
+    ids = E.encode_examples(Tok(), "rte", [{"sentence1": long_premise, "sentence2": hypothesis}], max_len=128)[0]
+    assert len(ids) == 128 and ids[0] == 1
+    eos = ids.index(2)
+    assert ids[eos + 1:] == Tok().encode(hypothesis) and eos == 128 - 4 - 1  # the hypothesis kept whole
+    both = E.encode_examples(Tok(), "rte", [{"sentence1": long_premise, "sentence2": long_premise}], max_len=128)[0]
+    assert len(both) == 128 and both.index(2) - 1 == 63 and len(both) - both.index(2) - 1 == 63  # cut evenly
+    single = E.encode_examples(Tok(), "cola", [{"sentence": long_premise}], max_len=128)[0]
+    assert len(single) == 128 and single[0] == 1
+
+
+def test_early_stopping_counts_gains_below_the_official_threshold_as_none(tok_model, monkeypatch):
+    """F1 rising by less than 0.001 per epoch: the best epoch follows the rise, patience runs out anyway."""
+    tok, m = tok_model
+    rows = [{"sentence": "The dog runs.", "label": i % 2} for i in range(16)]
+    f1 = iter([0.5, 0.5004, 0.5008, 0.5012, 0.9, 0.9])
+    monkeypatch.setattr(E, "f1_binary", lambda *a: next(f1))
+    out = E.finetune(m, tok, "cola", rows[:8], {"cola": rows[8:]}, torch.device("cpu"), "fp32", max_epochs=6,
+                     batch_size=8)
+    hist = out["cola"]["history"]
+    assert len(hist) == 4 and out["cola"]["best_epoch"] == 3  # stopped after 3 epochs of gains <= 0.001
