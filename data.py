@@ -162,11 +162,55 @@ class Tokenizer:
         return self.sp.decode(list(ids))
 
 
+def hf_tokenizer_files(model_path: str, max_len: int) -> dict:
+    """{file name: JSON} for a Hugging Face fast tokenizer equal to this SentencePiece model: tokenizer.json
+    (BPE over the same pieces, byte fallback, SentencePiece's normalisation: NFKC, runs of spaces collapsed,
+    stripped, a "▁" prefix; BOS before a sentence, `BOS a EOS b` for pairs), tokenizer_config.json with a
+    pad token, special_tokens_map.json. Merges are recovered from the pieces as transformers' converter does:
+    every split of a piece into two pieces, ranked by the merged piece's score. Tested token for token."""
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=model_path)
+    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+    vocab = {p: i for i, p in enumerate(pieces)}
+    special = [i for i in range(len(pieces)) if sp.is_control(i) or sp.is_unknown(i)]
+    merges = []
+    for i, p in enumerate(pieces):
+        if i not in special and not sp.is_byte(i):
+            splits = sorted(((p[:k], p[k:]) for k in range(1, len(p)) if p[:k] in vocab and p[k:] in vocab),
+                            key=lambda lr: (vocab[lr[0]], vocab[lr[1]]))
+            merges += [(-sp.get_score(i), i, list(lr)) for lr in splits]
+    bos, eos, unk, pad = (pieces[j] for j in (sp.bos_id(), sp.eos_id(), sp.unk_id(), sp.pad_id()))
+    token = lambda t, type_id=0: {"SpecialToken": {"id": t, "type_id": type_id}}  # noqa: E731
+    seq = lambda s, type_id: {"Sequence": {"id": s, "type_id": type_id}}  # noqa: E731
+    tokenizer = {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [{"id": i, "content": pieces[i], "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": True} for i in special],
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "NFKC"}, {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "},
+            {"type": "Strip", "strip_left": True, "strip_right": True}, {"type": "Prepend", "prepend": "▁"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+        "pre_tokenizer": None,
+        "model": {"type": "BPE", "dropout": None, "unk_token": unk, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
+                  "vocab": vocab, "merges": [lr for _, _, lr in sorted(merges)]},
+        "post_processor": {"type": "TemplateProcessing", "single": [token(bos), seq("A", 0)],
+                           "pair": [token(bos), seq("A", 0), token(eos), seq("B", 1)],
+                           "special_tokens": {t: {"id": t, "ids": [vocab[t]], "tokens": [t]} for t in (bos, eos)}},
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "ByteFallback"},
+            {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}}
+    names = {"bos_token": bos, "eos_token": eos, "unk_token": unk, "pad_token": pad}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_len, "padding_side": "right",
+              "clean_up_tokenization_spaces": False, **names}
+    return {"tokenizer.json": tokenizer, "tokenizer_config.json": config, "special_tokens_map.json": names}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # token caches
 
 
-def _hash_files(paths: list, extra: str = "") -> str:
+def hash_files(paths: list, extra: str = "") -> str:
     h = hashlib.sha256(extra.encode())
     for p in sorted(paths):
         h.update(os.path.basename(p).encode())
@@ -182,7 +226,7 @@ def token_cache(tok: Tokenizer, files: list, cache_dir: str, split: str, separat
     assert tok.vocab_size < 65536, "uint16 cache needs a vocabulary below 65536"
     if separator not in ("none", "bos", "eos", "both"):
         raise ValueError(f"unknown separator {separator!r}: use none, bos, eos or both")
-    key = _hash_files(files, extra=f"{tok.sha}|{separator}|clean-v1")
+    key = hash_files(files, extra=f"{tok.sha}|{separator}|clean-v1")
     path = os.path.join(cache_dir, f"{split}-{key}.bin")
     if not os.path.isfile(path):
         os.makedirs(cache_dir, exist_ok=True)
@@ -210,7 +254,7 @@ def prepare(data: str, data_dir: str = None, vocab_size: int = 16000, work_dir: 
         write_synthetic(data_dir)
     train_files, dev_files = corpus_files(data, data_dir)
     cache_dir = os.path.join(work_dir, f"data-{data}")
-    key = _hash_files(train_files, extra=f"v{vocab_size}|{max_sentences}")
+    key = hash_files(train_files, extra=f"v{vocab_size}|{max_sentences}")
     model_path = os.path.join(cache_dir, f"tokenizer-v{vocab_size}-{key[:8]}.model")
     t0 = time.time()
     if not os.path.isfile(model_path):

@@ -388,24 +388,27 @@ def evaluate(ckpt_path: str, args) -> dict:
     # log-softmax are fp32 either way)
     precision = resolve_precision(args.precision, device)
     out_dir = args.out_dir or os.path.join(os.path.dirname(ckpt_path), "eval")
-    path = os.path.join(out_dir, "results.json")
+    path, sha = os.path.join(out_dir, "results.json"), D.hash_files([ckpt_path])
     res = {}
-    if os.path.isfile(path):
+    if os.path.isfile(path):  # earlier calls into this folder: merged per task, if they scored this checkpoint
         with open(path) as f:
             res = json.load(f)
-    res.update({"model": ckpt_path, "variant": ckpt.get("variant") or ckpt.get("config", {}).get("preset"),
-                "params": model.num_params(), "val_loss": ckpt.get("best_val"), "device": str(device),
-                "precision": precision})
+        if res.get("checkpoint_sha") != sha:
+            res = {"replaced": res.get("model")}
+    res.update({"model": ckpt_path, "checkpoint_sha": sha, "params": model.num_params(), "device": str(device),
+                "variant": ckpt.get("variant") or ckpt.get("config", {}).get("preset"), "val_loss": ckpt.get("best_val")})
     res.setdefault("time_s", {})
     tasks = [t for t in args.tasks.split(",") if t]
     suites = load_zero_shot(args.eval_dir, tasks)
     if suites:
         t0 = time.time()
         acc, items, preds = zero_shot(model, tok, suites, device, precision)
-        res["zero_shot"], res["predictions"] = acc, preds
-        res.setdefault("items", {}).update(items)
+        for key, value in (("zero_shot", acc), ("items", items), ("predictions", preds)):
+            for suite, tasks_ in value.items():
+                res.setdefault(key, {}).setdefault(suite, {}).update(tasks_)
         if "blimp" in suites:
             res["phenomena"] = phenomenon_scores(suites["blimp"], acc["blimp"])
+        res.setdefault("precision", {})["zero_shot"] = precision
         n = sum(len(r) for s in suites.values() for r in s.values())
         res["time_s"]["zero_shot"] = time.time() - t0
         print(f"zero-shot: {n} items in {time.time() - t0:.0f}s ({n / (time.time() - t0):.0f} pairs/s)")
@@ -418,15 +421,32 @@ def evaluate(ckpt_path: str, args) -> dict:
         res.setdefault("predictions", {})["glue"] = {t: {"predictions": [{"id": f"{t}_{i}", "pred": p} for i, p in
                                                                           enumerate(v.pop("pred"))]} for t, v in glue.items()}
         res["glue"], res["glue_skipped"] = glue, skipped
-        res["departures"] = [d for d in (
-            f"GLUE trained on at most {args.max_train_examples} examples per task" if args.max_train_examples else "",
-            f"GLUE fine-tuning capped at {args.max_epochs} epochs" if args.max_epochs != 10 else "",
-            f"GLUE tasks limited to {args.glue_tasks}" if args.glue_tasks else "",
-            f"GLUE tasks skipped: {', '.join(sorted(skipped))}" if skipped else "") if d]
+        res["glue_recipe"] = {"max_train_examples": args.max_train_examples, "max_epochs": args.max_epochs,
+                              "tasks": args.glue_tasks}
+        res.setdefault("precision", {})["glue"] = precision
         res["time_s"]["glue"] = time.time() - t0
+    res["scores"] = summarize(res)
+    res["departures"] = departures(res)
     res["scores"] = summarize(res)
     write_outputs(res, out_dir)
     return res
+
+
+def departures(res: dict) -> list:
+    """How what this folder holds departs from the official recipe: capped GLUE, skipped or missing tasks
+    (the official collector rejects a predictions file without all of them), precision other than fp32."""
+    recipe, out = res.get("glue_recipe", {}), []
+    out += [f"GLUE trained on at most {recipe['max_train_examples']} examples per task"] if recipe.get(
+        "max_train_examples") else []
+    out += [f"GLUE fine-tuning capped at {recipe['max_epochs']} epochs"] if recipe.get("max_epochs", 10) != 10 else []
+    out += [f"GLUE tasks limited to {recipe['tasks']}"] if recipe.get("tasks") else []
+    out += [f"GLUE tasks skipped: {', '.join(sorted(res['glue_skipped']))}"] if res.get("glue_skipped") else []
+    out += [f"{part} scored in {p} (the official harness runs fp32)" for part, p in res.get("precision", {}).items()
+            if p != "fp32"]
+    missing = [b for b in ("blimp", "blimp_supplement", "ewok", "glue") if b not in res.get("scores", {})]
+    out += [f"not evaluated: {', '.join(missing)} (the official collector would reject predictions.json.gz)"] \
+        if missing else []
+    return out
 
 
 def write_outputs(res: dict, out_dir: str):
@@ -434,14 +454,17 @@ def write_outputs(res: dict, out_dir: str):
     os.makedirs(out_dir, exist_ok=True)
     preds = res.pop("predictions", {})
     old = os.path.join(out_dir, "predictions.json.gz")
-    merged = {}  # a later call adds, never drops, tasks
-    if os.path.isfile(old):
+    merged = {}  # a later call on the same checkpoint adds, never drops, tasks; another checkpoint starts afresh
+    if os.path.isfile(old) and "replaced" not in res:
         with gzip.open(old) as f:
             merged = json.load(f)
     for suite, tasks in preds.items():
         merged.setdefault(suite, {}).update(tasks)
+    meta = {"model": res["model"], "checkpoint_sha": res["checkpoint_sha"], "departures": res["departures"],
+            "tasks": {suite: sorted(tasks) for suite, tasks in merged.items()}}
     body = {"results.json": json.dumps(res, indent=1).encode(),
-            "predictions.json.gz": gzip.compress(json.dumps(merged).encode())}
+            "predictions.json.gz": gzip.compress(json.dumps(merged).encode()),
+            "predictions.meta.json": json.dumps(meta, indent=1).encode()}
     s = res["scores"]
     md = [f"# {res['variant']} ({res['params']:,} params, {res['model']})", "",
           "| benchmark | task | score |", "|---|---|---|"]

@@ -415,8 +415,12 @@ def export_hf(model: Transformer, out_dir: str, tokenizer_model: Optional[str] =
               os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(tmp, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
-    if tokenizer_model:
+    if tokenizer_model:  # SentencePiece's file, and the fast tokenizer AutoTokenizer loads with no extra package
+        from data import hf_tokenizer_files
         shutil.copy(tokenizer_model, os.path.join(tmp, "tokenizer.model"))
+        for name, obj in hf_tokenizer_files(tokenizer_model, model.config.max_seq_len).items():
+            with open(os.path.join(tmp, name), "w") as f:
+                json.dump(obj, f, ensure_ascii=False)
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)
 

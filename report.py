@@ -183,6 +183,10 @@ def paper_section(work_dir: str, out_path: str) -> list:
     departures = sorted({d for r in ours.values() for d in r.get("departures", [])})
     if departures or skipped:
         md += ["", "Departures in this run: " + "; ".join(departures) + "."]
+    rejected = sorted(v for v, r in ours.items() if any(d.startswith("not evaluated") for d in r.get("departures", [])))
+    if rejected:
+        md += ["", f"**Warning:** the official collector would reject the predictions file of {', '.join(rejected)} "
+                   "(tasks missing; see each run's eval/predictions.meta.json)."]
     return md
 
 

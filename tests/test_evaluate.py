@@ -139,10 +139,10 @@ def test_evaluate_writes_results_tables_and_predictions(tok_model, syn, tmp_path
     assert any("at most 8" in d for d in res["departures"])
     saved = json.load(open(tmp_path / "out" / "results.json"))
     assert saved["scores"]["blimp"] == pytest.approx(np.mean(list(saved["zero_shot"]["blimp"].values())))
-    assert saved["precision"] == "fp32"
+    assert saved["precision"] == {"zero_shot": "fp32", "glue": "fp32"}
     E.main([str(tmp_path / "ckpt.pt"), "--tasks", "blimp", "--eval-dir", str(eval_dir), "--device", "cpu",
             "--out-dir", str(tmp_path / "cli")])  # no --precision: the CLI's default, as the official harness
-    assert json.load(open(tmp_path / "cli" / "results.json"))["precision"] == "fp32"
+    assert json.load(open(tmp_path / "cli" / "results.json"))["precision"] == {"zero_shot": "fp32"}
     preds = json.load(gzip.open(tmp_path / "out" / "predictions.json.gz"))
     assert len(preds["blimp"]["syn_subject_verb"]["predictions"]) == 30
     assert preds["glue"]["cola"]["predictions"][0]["id"] == "cola_0"
@@ -286,3 +286,56 @@ def test_early_stopping_counts_gains_below_the_official_threshold_as_none(tok_mo
                      batch_size=8)
     hist = out["cola"]["history"]
     assert len(hist) == 4 and out["cola"]["best_epoch"] == 3  # stopped after 3 epochs of gains <= 0.001
+
+
+def test_partial_reruns_merge_per_task_and_another_checkpoint_starts_afresh(tok_model, syn, tmp_path):
+    tok, m = tok_model
+    root, _ = syn
+    M.save_model(m, str(tmp_path / "a.pt"), tokenizer_path=tok.path, tokenizer_sha=tok.sha, variant="a")
+    paradigms = sorted(os.listdir(root / "corpus" / "evaluation_data" / "blimp_filtered"))
+    for half, names in (("one", paradigms[:3]), ("two", paradigms[3:])):  # two calls, each half the paradigms
+        (tmp_path / half / "blimp_filtered").mkdir(parents=True)
+        (tmp_path / half / "glue_filtered").mkdir()
+        for name in names:
+            os.symlink(root / "corpus" / "evaluation_data" / "blimp_filtered" / name, tmp_path / half / "blimp_filtered" / name)
+    rows = [{"sentence": "The dog runs.", "label": i % 2} for i in range(20)]
+    for split in ("train", "valid"):
+        (tmp_path / "two" / "glue_filtered" / f"cola.{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = argparse.Namespace(tokenizer="", device="cpu", precision="fp32", out_dir=str(tmp_path / "out"),
+                              tasks="blimp", eval_dir=str(tmp_path / "one"), glue_tasks="cola", max_train_examples=0,
+                              max_epochs=1)
+    first = E.evaluate(str(tmp_path / "a.pt"), args)
+    assert any(d.startswith("not evaluated: blimp_supplement, ewok, glue") for d in first["departures"])
+    args.tasks, args.eval_dir = "blimp,glue", str(tmp_path / "two")
+    E.evaluate(str(tmp_path / "a.pt"), args)  # the same checkpoint and folder, other paradigms and GLUE
+    saved = json.load(open(tmp_path / "out" / "results.json"))
+    assert {"blimp", "glue"} <= set(saved["scores"]) and sorted(saved["zero_shot"]["blimp"]) == \
+        [p[:-6] for p in paradigms] and saved["scores"]["blimp"] == pytest.approx(
+            np.mean(list(saved["zero_shot"]["blimp"].values())))
+    preds = json.load(gzip.open(tmp_path / "out" / "predictions.json.gz"))
+    assert set(preds) == {"blimp", "glue"}
+    tables = open(tmp_path / "out" / "tables.md").read()
+    assert "| glue | CoLA (MCC) |" in tables and "| blimp | Subj.-Verb Agr. | - |" not in tables
+    meta = json.load(open(tmp_path / "out" / "predictions.meta.json"))
+    assert meta["checkpoint_sha"] == saved["checkpoint_sha"] and set(meta["tasks"]) == {"blimp", "glue"}
+    other = M.build_model(M.get_config("debug", vocab_size=tok.vocab_size), seed=99)
+    M.save_model(other, str(tmp_path / "b.pt"), tokenizer_path=tok.path, tokenizer_sha=tok.sha, variant="b")
+    args.tasks = "glue"
+    E.evaluate(str(tmp_path / "b.pt"), args)  # another checkpoint into the same folder: nothing of a.pt survives
+    saved = json.load(open(tmp_path / "out" / "results.json"))
+    assert "zero_shot" not in saved and "blimp" not in saved["scores"] and saved["replaced"].endswith("a.pt")
+    assert set(json.load(gzip.open(tmp_path / "out" / "predictions.json.gz"))) == {"glue"}
+
+
+def test_departures_name_precision_and_the_report_warns_about_rejected_predictions(tmp_path):
+    import report as R
+    res = {"scores": {"blimp": 0.5, "glue": 0.5}, "precision": {"zero_shot": "bf16", "glue": "fp32"},
+           "glue_recipe": {"max_train_examples": 500, "max_epochs": 2, "tasks": ""}, "glue_skipped": {"rte": "x"}}
+    d = E.departures(res)
+    assert "zero_shot scored in bf16 (the official harness runs fp32)" in d and any("at most 500" in x for x in d)
+    assert any(x.startswith("not evaluated: blimp_supplement, ewok") for x in d)
+    run = tmp_path / "ChooBaCa-rv-1-24" / "eval"
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({**res, "departures": d, "items": {}}))
+    assert "the official collector would reject the predictions file of ChooBaCa-rv-1-24" in \
+        R.report(str(tmp_path), str(tmp_path / "r.md"))

@@ -7,7 +7,9 @@ import os
 import pytest
 import torch
 
+import data as D
 import model as M
+from conftest import CORPUS_DIR, EVAL_DIR
 
 
 def small(preset, **kw):
@@ -209,12 +211,65 @@ def test_rope_tables_stay_fp32_after_a_bf16_cast():
     assert m.output.weight.dtype == torch.bfloat16  # the weights themselves are cast
 
 
-def test_export_cli_writes_a_folder_with_the_tokenizer(tmp_path, capsys):
-    tok = tmp_path / "tok.model"
-    tok.write_bytes(b"not a real tokenizer, copied as is")
-    M.save_model(M.build_model(M.get_config("debug")), str(tmp_path / "c.pt"), tokenizer_path=str(tok))
+def exported(syn, tmp_path):
+    _, f = syn
+    tok = D.prepare("synthetic", f["data_dir"], f["vocab_size"], f["work_dir"]).tokenizer
+    m = M.build_model(M.get_config("debug", vocab_size=tok.vocab_size), seed=3).eval()
+    M.save_model(m, str(tmp_path / "c.pt"), tokenizer_path=tok.path)
     M.main(["export", str(tmp_path / "c.pt"), str(tmp_path / "hf")])
-    assert sorted(os.listdir(tmp_path / "hf")) == ["config.json", "model.safetensors", "tokenizer.model"]
-    cfg = json.load(open(tmp_path / "hf" / "config.json"))
-    assert cfg["model_type"] == "llama" and cfg["num_hidden_layers"] == 2 and cfg["vocab_size"] == 512
+    return tok, m, tmp_path / "hf"
+
+
+def test_export_cli_writes_a_folder_with_the_tokenizer(syn, tmp_path, capsys):
+    tok, _, out = exported(syn, tmp_path)
+    assert sorted(os.listdir(out)) == ["config.json", "model.safetensors", "special_tokens_map.json",
+                                       "tokenizer.json", "tokenizer.model", "tokenizer_config.json"]
+    cfg = json.load(open(out / "config.json"))
+    assert cfg["model_type"] == "llama" and cfg["num_hidden_layers"] == 2 and cfg["vocab_size"] == tok.vocab_size
+    assert json.load(open(out / "tokenizer_config.json"))["pad_token"] == "<pad>"
     assert "exported" in capsys.readouterr().out
+
+
+def test_exported_folder_loads_in_transformers_and_tokenizes_as_evaluate_does(syn, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    tok, m, out = exported(syn, tmp_path)
+    hf = transformers.AutoTokenizer.from_pretrained(out)  # no sentencepiece, no protobuf: tokenizer.json
+    texts = ["The dog runs.", "  is the  cat happy ?  ", "caf\u00e9 na\u00efve \ufb01ne", "a \U0001F600 b", "x"]
+    for s in texts:  # evaluate.py scores BOS + encode(" " + s)
+        assert hf(" " + s)["input_ids"] == [tok.bos_id] + tok.encode(" " + s), s
+        assert hf.decode(hf(" " + s, add_special_tokens=False)["input_ids"]) == tok.decode(tok.encode(" " + s))
+    assert hf("The dog.", "A cat.")["input_ids"] == [tok.bos_id] + tok.encode("The dog.") + [tok.eos_id] + \
+        tok.encode("A cat.")  # GLUE pairs as evaluate.py builds them
+    batch = hf(["The dog runs.", "is the cat happy?"], padding="max_length", max_length=16, truncation=True)
+    assert all(len(ids) == 16 for ids in batch["input_ids"]) and hf.pad_token_id == tok.pad_id
+    assert batch["input_ids"][0][-1] == tok.pad_id and batch["attention_mask"][0][-1] == 0
+    model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = hf(" The dog runs.", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, m(ids), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.skipif(not (os.path.isdir(os.path.join(CORPUS_DIR, "train_10M")) and
+                         os.path.isdir(os.path.join(EVAL_DIR, "blimp_filtered"))), reason="no BabyLM data here")
+def test_exported_tokenizer_matches_sentencepiece_on_real_sentences(tmp_path):
+    """A tokenizer trained on a slice of the real corpus; 3,000 BLiMP, supplement and EWoK strings, token for
+    token (EWoK is read from its zip in memory, never written)."""
+    tokenizers = pytest.importorskip("tokenizers")
+    import evaluate as E
+    files = []
+    for name in sorted(os.listdir(os.path.join(CORPUS_DIR, "train_10M"))):
+        with open(os.path.join(CORPUS_DIR, "train_10M", name), encoding="utf-8") as f:
+            (tmp_path / name).write_text("".join(f.readline() for _ in range(4000)), encoding="utf-8")
+        files.append(str(tmp_path / name))
+    D.train_tokenizer(files, 4000, str(tmp_path / "tok.model"))
+    tok = D.Tokenizer(str(tmp_path / "tok.model"))
+    fast = tokenizers.Tokenizer.from_str(json.dumps(D.hf_tokenizer_files(tok.path, 256)["tokenizer.json"]))
+    suites = E.load_zero_shot(EVAL_DIR, ["blimp", "supplement", "ewok"])
+    texts = []
+    for suite, tasks in suites.items():
+        for rows in tasks.values():
+            for r in rows[::60]:
+                texts += ([r["Context1"] + " " + r["Target1"], r["Context1"]] if suite == "ewok"
+                          else [" " + r["sentence_good"], " " + r["sentence_bad"]])
+    assert len(texts) > 2000
+    assert [fast.encode(s, add_special_tokens=False).ids for s in texts] == tok.encode(texts)
