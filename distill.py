@@ -22,10 +22,10 @@ from tqdm import tqdm
 
 import model as M
 from losses import alternate_objective, combine_teachers, cross_entropy, kd_loss, lambda_schedule, mix_logits
-from runtime import (GradReducer, RunLog, TrainConfig, autocast_ctx, broadcast_params, check_finite,
-                     check_resume, configure_optimizer, estimate_val_loss, gather_objects, get_device, get_lr,
-                     global_mean, load_checkpoint, next_token_targets, opt, parse_config, prepare_run,
-                     resolve_precision, save_checkpoint, save_snapshot, set_determinism, set_seed)
+from parallel import GradReducer, broadcast_params, gather_objects, global_mean
+from runtime import (RunLog, TrainConfig, autocast_ctx, check_finite, check_resume, configure_optimizer,
+                     estimate_val_loss, get_device, get_lr, load_checkpoint, next_token_targets, opt, parse_config,
+                     prepare_run, resolve_precision, save_checkpoint, save_snapshot, set_determinism, set_seed)
 
 VARIANT_RE = re.compile(r"^ChooBaCa-(fw|rv|rvavg|hybrid|alternate|sfkl|srkl)-([12])-(23|24|syn)(\+?)$")
 OBJECTIVES = ["fw", "rv", "hybrid", "alternate", "sfkl", "srkl"]  # the paper's two, then beyond it

@@ -17,10 +17,10 @@ from tqdm import tqdm
 
 import model as M
 from losses import cross_entropy
-from runtime import (GradReducer, RunLog, TrainConfig, autocast_ctx, broadcast_params, check_finite,
-                     check_resume, configure_optimizer, estimate_val_loss, get_device, get_lr, global_mean,
-                     load_checkpoint, next_token_targets, parse_config, prepare_run, resolve_precision,
-                     save_checkpoint, save_snapshot, set_determinism, set_seed)
+from parallel import GradReducer, broadcast_params, global_mean
+from runtime import (RunLog, TrainConfig, autocast_ctx, check_finite, check_resume, configure_optimizer,
+                     estimate_val_loss, get_device, get_lr, load_checkpoint, next_token_targets, parse_config,
+                     prepare_run, resolve_precision, save_checkpoint, save_snapshot, set_determinism, set_seed)
 
 TEACHER_LR = {"llama": 3e-4, "gpt2": 2.5e-4}  # README "Teachers", by architecture
 

@@ -251,7 +251,7 @@ def test_sampler_stream_restores_on_its_device_type_and_reseeds_on_another():
 
 
 def test_backend_follows_the_run_device(monkeypatch):
-    import runtime as RT
+    import parallel as RT
     calls = []
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
@@ -264,7 +264,8 @@ def test_backend_follows_the_run_device(monkeypatch):
     RT.setup_distributed(torch.device("cuda", 1))
     assert calls == ["cuda:1", "nccl"]  # pinned to its LOCAL_RANK device before NCCL starts
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert RT.get_device("cuda") == torch.device("cuda", 1) and RT.get_device("auto") == torch.device("cuda", 1)
+    import runtime
+    assert runtime.get_device("cuda") == torch.device("cuda", 1) and runtime.get_device("auto") == torch.device("cuda", 1)
 
 
 class FakeWork:
@@ -276,7 +277,8 @@ class FakeWork:
 def test_grad_buckets_all_reduce_during_the_backward_in_order(monkeypatch, preset):
     """A second rank faked: all_reduce sums two identical ranks (x2). Buckets must launch from the hooks,
     before the backward returns, in bucket order, and finish() must leave the single-process average."""
-    import runtime as RT
+    import parallel as RT
+    import runtime
     launched = []
     monkeypatch.setattr(RT.dist, "all_reduce", lambda t, async_op: (launched.append(t.data_ptr()), t.mul_(2),
                                                                     FakeWork())[2])
@@ -288,11 +290,11 @@ def test_grad_buckets_all_reduce_during_the_backward_in_order(monkeypatch, prese
     for micro in range(2):  # two micro-batches; the second is the last
         if micro == 1:
             red.arm()
-        RT.cross_entropy(m(x), RT.next_token_targets(x)).backward()
+        runtime.cross_entropy(m(x), runtime.next_token_targets(x)).backward()
     assert launched == [f.data_ptr() for f in red.flats]  # all launched inside backward(), in order
     red.finish()
     for _ in range(2):
-        RT.cross_entropy(ref(x), RT.next_token_targets(x)).backward()
+        runtime.cross_entropy(ref(x), runtime.next_token_targets(x)).backward()
     for p, q in zip(m.parameters(), ref.parameters()):
         torch.testing.assert_close(p.grad, q.grad)
     red.zero_grad(None)
@@ -300,7 +302,7 @@ def test_grad_buckets_all_reduce_during_the_backward_in_order(monkeypatch, prese
 
 
 def test_grad_buckets_wait_for_every_chunk_of_the_head(monkeypatch):
-    import runtime as RT
+    import parallel as RT
     launched = []
     monkeypatch.setattr(RT.dist, "all_reduce", lambda t, async_op: (launched.append(t.data_ptr()), FakeWork())[1])
     student = M.build_model(M.get_config("debug", vocab_size=64), seed=1)
