@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import data as D
+import export as X
 import model as M
 from conftest import CORPUS_DIR, EVAL_DIR
 
@@ -194,7 +195,7 @@ def test_tied_gpt2_embeddings_are_one_tensor():
 def test_export_matches_transformers(preset, tmp_path):
     transformers = pytest.importorskip("transformers")
     m = perturb_vectors(small(preset))
-    M.export_hf(m, str(tmp_path / "hf"))
+    X.export_hf(m, str(tmp_path / "hf"))
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"), dtype=torch.float32).eval()
     assert type(hf).__name__ == {"llama": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel"}[m.config.arch]
     x = torch.randint(0, 512, (2, 40))
@@ -216,7 +217,7 @@ def exported(syn, tmp_path):
     tok = D.prepare("synthetic", f["data_dir"], f["vocab_size"], f["work_dir"]).tokenizer
     m = M.build_model(M.get_config("debug", vocab_size=tok.vocab_size), seed=3).eval()
     M.save_model(m, str(tmp_path / "c.pt"), tokenizer_path=tok.path)
-    M.main(["export", str(tmp_path / "c.pt"), str(tmp_path / "hf")])
+    X.main([str(tmp_path / "c.pt"), str(tmp_path / "hf")])
     return tok, m, tmp_path / "hf"
 
 
