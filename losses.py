@@ -105,9 +105,10 @@ def block_rows(x: torch.Tensor) -> int:
 
 class _FusedKD(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, student, lam, temperature, reverse, *teachers):
-        """student (N, V), targets each (N, V) -> per-row divergence (N,) fp32, averaged over targets."""
-        acc = torch.promote_types(student.dtype, torch.float32)  # fp32, or fp64 for float64 inputs
+    def forward(ctx, student, lam, temperature, reverse, combine_logits, *teachers):
+        """student (N, V), teachers each (N, V) -> per-row divergence (N,) fp32, averaged over targets; with
+        combine_logits one target, the teachers combined block by block (no (N, V) copy of their mean)."""
+        acc = _acc(student)
         out = torch.empty(student.shape[0], dtype=acc, device=student.device)
         # the gradient stays in fp32 until backward has applied the loss scale: an fp16 copy would flush
         # small gradients to zero before the GradScaler's factor could lift them
@@ -118,9 +119,11 @@ class _FusedKD(torch.autograd.Function):
             a = zs / temperature
             log_q = a - torch.logsumexp(a, -1, keepdim=True)  # log_softmax
             q = log_q.exp()
+            blocks = [t[s:s + rows].to(acc) for t in teachers]
+            targets = [combine_teachers(blocks)] if combine_logits else blocks
             kl_sum, g_sum = 0.0, 0.0
-            for t in teachers:
-                b = mix_logits(t[s:s + rows].to(acc), zs, lam) / temperature  # eq. 2, a constant
+            for t in targets:
+                b = mix_logits(t, zs, lam) / temperature  # eq. 2, a constant
                 log_p = b - torch.logsumexp(b, -1, keepdim=True)
                 if reverse:
                     d = log_q - log_p
@@ -131,8 +134,8 @@ class _FusedKD(torch.autograd.Function):
                     kl = (p * (log_p - log_q)).sum(-1)
                     g = q - p
                 kl_sum, g_sum = kl_sum + kl, g_sum + g
-            out[s:s + rows] = kl_sum / len(teachers)
-            grad[s:s + rows] = g_sum / (len(teachers) * temperature)
+            out[s:s + rows] = kl_sum / len(targets)
+            grad[s:s + rows] = g_sum / (len(targets) * temperature)
         ctx.save_for_backward(grad)
         return out
 
@@ -140,14 +143,14 @@ class _FusedKD(torch.autograd.Function):
     def backward(ctx, grad_out):
         grad, = ctx.saved_tensors
         g = (grad * grad_out.unsqueeze(-1).to(grad.dtype)).to(ctx.dtype)
-        return g, None, None, None, *[None] * len(ctx.needs_input_grad[4:])
+        return g, None, None, None, None, *[None] * len(ctx.needs_input_grad[5:])
 
 
 class _FusedCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, targets, ignore_index):
         """logits (N, V), targets (N,) -> per-row -log softmax(z)[y] (N,) fp32, 0 where ignored."""
-        acc = torch.promote_types(logits.dtype, torch.float32)
+        acc = _acc(logits)
         out = torch.zeros(logits.shape[0], dtype=acc, device=logits.device)
         grad = torch.empty(logits.shape, dtype=acc, device=logits.device)  # fp32 until the loss scale: see _FusedKD
         ctx.dtype, rows = logits.dtype, block_rows(logits)
@@ -195,17 +198,17 @@ def kd_loss(student_logits, teacher_logits: Sequence[torch.Tensor], objective: s
     if objective == "hybrid":
         return sum(w * kd_loss(student_logits, teacher_logits, o, temperature, lam, combine, mask, normalizer, fused)
                    for o, w in (("rv", rv_weight), ("fw", 1.0 - rv_weight)) if w)
+    if fused and torch.is_grad_enabled() and student_logits.requires_grad and objective in OBJECTIVES:
+        B, T, V = student_logits.shape  # the fused path writes a gradient, and combines teachers block by block
+        per_position = _FusedKD.apply(student_logits.reshape(B * T, V), lam, temperature, objective == "rv",
+                                      combine == "logits", *[t.reshape(B * T, V) for t in teacher_logits])
+        return kd_reduce(per_position.view(B, T), temperature, mask, normalizer)
     targets = [combine_teachers(teacher_logits)] if combine == "logits" else list(teacher_logits)
     if objective in ("sfkl", "srkl"):
         return sum(skew_kl(student_logits, mix_logits(t, student_logits, lam), temperature, mask, normalizer,
                            skew, reverse=objective == "srkl") for t in targets) / len(targets)
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}: use one of fw, rv, hybrid, sfkl, srkl")
-    if fused and torch.is_grad_enabled() and student_logits.requires_grad:  # the fused path writes a gradient
-        B, T, V = student_logits.shape
-        per_position = _FusedKD.apply(student_logits.reshape(B * T, V), lam, temperature, objective == "rv",
-                                      *[t.reshape(B * T, V) for t in targets])
-        return kd_reduce(per_position.view(B, T), temperature, mask, normalizer)
     fn = OBJECTIVES[objective]
     losses = [fn(student_logits, mix_logits(t, student_logits, lam), temperature, mask, normalizer) for t in targets]
     return sum(losses) / len(losses)
