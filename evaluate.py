@@ -205,10 +205,8 @@ def encode_examples(tok, task: str, rows: list, max_len: int = 128) -> list:
             out.append(([tok.bos_id] + a)[:max_len])
             continue
         b = tok.encode(b)
-        excess = len(a) + len(b) + 2 - max_len
-        if excess > 0:
-            for _ in range(excess):
-                a, b = (a[:-1], b) if len(a) > len(b) else (a, b[:-1])
+        for _ in range(len(a) + len(b) + 2 - max_len):  # the excess, if any
+            a, b = (a[:-1], b) if len(a) > len(b) else (a, b[:-1])
         out.append([tok.bos_id] + a + [tok.eos_id] + b)
     return out
 
@@ -426,8 +424,7 @@ def evaluate(ckpt_path: str, args) -> dict:
         res.setdefault("precision", {})["glue"] = precision
         res["time_s"]["glue"] = time.time() - t0
     res["scores"] = summarize(res)
-    res["departures"] = departures(res)
-    res["scores"] = summarize(res)
+    res["departures"] = departures(res)  # reads the scores: after them
     write_outputs(res, out_dir)
     return res
 
