@@ -472,9 +472,7 @@ def write_outputs(res: dict, out_dir: str):
     md += [f"\nDepartures from the official recipe: {'; '.join(res['departures'])}."] if res.get("departures") else []
     body["tables.md"] = ("\n".join(md) + "\n").encode()
     for name, blob in body.items():
-        with open(os.path.join(out_dir, name + ".tmp"), "wb") as f:
-            f.write(blob)
-        os.replace(os.path.join(out_dir, name + ".tmp"), os.path.join(out_dir, name))
+        M.atomic_write(os.path.join(out_dir, name), blob)
     res["predictions"] = preds
 
 

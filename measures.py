@@ -277,10 +277,7 @@ def diagnose(ckpt_path: str, teacher_path: str = "", device="cpu", precision: st
 
 
 def write_json(obj, path: str):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(path + ".tmp", path)
+    M.atomic_write(path, json.dumps(obj, indent=1).encode())
 
 
 def main(argv=None):

@@ -309,15 +309,21 @@ def generate(models, prompt: torch.Tensor, max_new_tokens: int, temperature: flo
 # checkpoints
 
 
-def atomic_save(obj, path: str):
-    """torch.save to a temp file in the same folder, then rename: a crash never leaves half a file."""
+def atomic_write(path: str, data):
+    """Write `data` (bytes, or a function of the open binary file) to a temp file in the same folder, then
+    rename: a crash never leaves half a file (checkpoints, configs, results, reports)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:
-        torch.save(obj, f)
+        data(f) if callable(data) else f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def atomic_save(obj, path: str):
+    """torch.save, atomically."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def read_checkpoint(path: str, map_location="cpu", mmap: bool = False) -> dict:

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+import model as M
 from evaluate import fmt, table_rows
 
 
@@ -365,9 +366,7 @@ def report(work_dir: str, out_path: str, header: str = "") -> str:
     if plots:  # named, not embedded: the PNGs stay in the (ignored) work folder
         md += ["", f"Loss curves of every run: {len(plots)} PNG files in `{os.path.join(work_dir, 'plots')}/`."]
     text = "\n".join(md) + "\n"
-    with open(out_path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(out_path + ".tmp", out_path)
+    M.atomic_write(out_path, text.encode())
     return text
 
 

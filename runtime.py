@@ -361,9 +361,7 @@ def prepare_run(cfg, device):
                          f"not a multiple of --micro-batch {micro}")
     os.makedirs(cfg.out_dir, exist_ok=True)
     if rank == 0:
-        with open(os.path.join(cfg.out_dir, "config.json.tmp"), "w") as f:
-            json.dump(asdict(cfg), f, indent=2)
-        os.replace(os.path.join(cfg.out_dir, "config.json.tmp"), os.path.join(cfg.out_dir, "config.json"))
+        M.atomic_write(os.path.join(cfg.out_dir, "config.json"), json.dumps(asdict(cfg), indent=2).encode())
     return corpus, batches, val, micro, per_rank // micro, rank, world
 
 
