@@ -21,8 +21,10 @@ import torch.nn.functional as F
 import data as D
 import grammar as G
 import model as M
+import distill as DS
+from evaluate import load_zero_shot, sequence_logprobs, zero_shot
 from losses import kl_per_position
-from runtime import autocast_ctx, get_device
+from runtime import autocast_ctx, configure_optimizer, get_device
 
 
 
@@ -97,7 +99,6 @@ def sample_sentences(model, n: int, tok, device, seed: int, max_len: int = 64, b
 
 def sentence_logprobs(model, sents: list, tok, device) -> np.ndarray:
     """log q(x) of each token list after BOS (float64), scored as evaluate.py scores minimal pairs."""
-    from evaluate import sequence_logprobs
     return sequence_logprobs(model, [[tok.bos_id] + s for s in sents], [1] * len(sents), device, "fp32")
 
 
@@ -192,8 +193,6 @@ def bimodal_table(V: int = 16, mode_mass: float = 0.49) -> torch.Tensor:
 def positive_control(objective: str, seed: int = 0, steps: int = 300, V: int = 16) -> dict:
     """Train the 2-d student against the bimodal table with `objective` (fw or rv); return its precision
     (mean mass on the teacher's two modes) and KL(p_T || q), KL(q || p_T) averaged over the V contexts."""
-    import distill as DS
-    from runtime import configure_optimizer
     torch.manual_seed(seed)
     table = bimodal_table(V)
     teacher = TableTeacher(table).eval().requires_grad_(False)
@@ -231,7 +230,6 @@ def measure_run(run_dir: str, teacher_path: str = "", eval_dir: str = "", n: int
     """Every sequence-level measure at each snapshot of a run (means), with the per-item arrays of the last
     one for intervals; against teacher 1 and, on the synthetic language, the grammar. Written to
     <run>/eval/measures.json."""
-    from evaluate import load_zero_shot, zero_shot
     points = snapshots(run_dir)
     student, ckpt = M.load_model(points[-1][1], device)
     tok = D.Tokenizer(ckpt["tokenizer_path"])

@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 import model as M
-from evaluate import fmt, table_rows
+from evaluate import fmt, read_jsonl, table_rows
 
 
 
@@ -72,11 +72,6 @@ def claim_rows(runs: dict, data_tag: str) -> list:
 def load_json(path: str):
     with open(path) as f:
         return json.load(f)
-
-
-def read_jsonl(path: str) -> list:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def read_csv(path: str) -> list:
