@@ -273,13 +273,17 @@ def prepare(data: str, data_dir: str = None, vocab_size: int = 16000, work_dir: 
 
 class Batches:
     """Epochs over one token stream: each epoch draws a fresh offset in [0, T) and a fresh permutation of
-    the T-token sequences from a generator seeded by (seed, epoch), so a batch is a pure function of
-    (epoch, step) and a run resumes exactly from that pair. With `world` > 1, rank r takes rows
-    [r B/world, (r+1) B/world) of every global batch: disjoint shards of the epoch's permutation."""
+    the T-token windows from a generator seeded by (seed, epoch), so a batch is a pure function of
+    (epoch, step) and a run resumes exactly from that pair. With `fixed` the offset is 0 in every epoch
+    (the same permutations): window i is always tokens[i T:(i + 1) T], which a teacher cache can key.
+    With `world` > 1, rank r takes rows [r B/world, (r+1) B/world) of every global batch: disjoint shards
+    of the epoch's permutation."""
 
-    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int, rank: int = 0, world: int = 1,
+                 fixed: bool = False):
         self.tokens, self.T, self.B, self.seed, self.rank, self.world = tokens, seq_len, batch_size, seed, rank, world
-        self.n_seq = (len(tokens) - seq_len) // seq_len  # the same count whatever the offset
+        self.fixed = fixed
+        self.n_seq = n_windows(len(tokens), seq_len)  # the same count whatever the offset
         if self.n_seq < batch_size:
             raise ValueError(f"corpus of {len(tokens):,} tokens holds {self.n_seq} sequences of {seq_len}, "
                              f"fewer than one batch of {batch_size}: lower --batch-size or use more data")
@@ -289,18 +293,31 @@ class Batches:
 
     def order(self, epoch: int):
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        offset = int(torch.randint(0, self.T, (1,), generator=g))
-        return offset, torch.randperm(self.n_seq, generator=g)
+        offset = int(torch.randint(0, self.T, (1,), generator=g))  # drawn even when fixed: same permutations
+        return 0 if self.fixed else offset, torch.randperm(self.n_seq, generator=g)
 
-    def epoch(self, epoch: int, start_step: int = 0):
-        """Yields the batches (B/world, T) int64 of an epoch from `start_step` to its end."""
+    def epoch_windows(self, epoch: int, start_step: int = 0):
+        """Yields (window ids (B/world,), batch (B/world, T) int64) of an epoch from `start_step` to its end."""
         offset, perm = self.order(epoch)
         per_rank = self.B // self.world
         for step in range(start_step, self.steps_per_epoch):
             idx = perm[step * self.B + self.rank * per_rank: step * self.B + (self.rank + 1) * per_rank]
-            starts = offset + idx.numpy() * self.T
-            rows = np.stack([self.tokens[s:s + self.T] for s in starts]).astype(np.int64)  # (B, T)
-            yield torch.from_numpy(rows)
+            yield idx, window_rows(self.tokens, idx, self.T, offset)
+
+    def epoch(self, epoch: int, start_step: int = 0):
+        """Yields the batches (B/world, T) int64 of an epoch from `start_step` to its end."""
+        return (rows for _, rows in self.epoch_windows(epoch, start_step))
+
+
+def n_windows(n_tokens: int, seq_len: int) -> int:
+    """Whole T-token windows at any offset in [0, T): one window short of n_tokens // T."""
+    return (n_tokens - seq_len) // seq_len
+
+
+def window_rows(tokens: np.ndarray, idx: torch.Tensor, seq_len: int, offset: int = 0) -> torch.Tensor:
+    """Windows `idx` of the stream, tokens[offset + i T : offset + (i + 1) T], as (len(idx), T) int64."""
+    starts = offset + idx.numpy() * seq_len
+    return torch.from_numpy(np.stack([tokens[s:s + seq_len] for s in starts]).astype(np.int64))
 
 
 def val_sequences(tokens: np.ndarray, seq_len: int, max_n: int = 8192) -> torch.Tensor:

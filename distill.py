@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 import model as M
+import teacher_cache as TC
 from losses import alternate_objective, combine_teachers, cross_entropy, kd_loss, lambda_schedule, mix_logits
 from parallel import GradReducer, broadcast_params, gather_objects, global_mean
 from runtime import (RunLog, TrainConfig, autocast_ctx, check_finite, check_resume, configure_optimizer,
@@ -72,6 +73,11 @@ class DistillConfig(TrainConfig):
     teacher_ckpt: Optional[list] = opt(None, "teacher checkpoint paths, overriding the presets' convention")
     teacher1_preset: str = opt("llama-360m", "preset of teacher 1", PRESETS)
     teacher2_preset: str = opt("gpt2-705m", "preset of teacher 2", PRESETS)
+    teacher_cache: str = opt("off", "read the teachers' targets from a cache built once per data set (README "
+                                    "\"Teacher cache\"): exact (hidden states) or compact (top-k logits); implies the "
+                                    "fixed windows; single-step variants still run the teachers", TC.FORMS)
+    cache_topk: int = opt(64, "compact cache: logits kept per position")
+    cache_dir: Optional[str] = opt(None, "folder of the teacher caches (None: <work_dir>/teacher-cache)")
 
     def validate(self):
         super().validate()
@@ -80,6 +86,8 @@ class DistillConfig(TrainConfig):
                 raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must lie in [0, 1]")
         if self.temperature <= 0 or self.alternate_period < 1:
             raise ValueError("--temperature must be positive and --alternate-period at least 1")
+        if self.cache_topk < 1:
+            raise ValueError(f"--cache-topk {self.cache_topk}: must be at least 1")
         if self.chunk_size is not None and self.chunk_size < 0:
             raise ValueError(f"--chunk-size {self.chunk_size}: must be 0 (whole sequence) or positive")
 
@@ -117,6 +125,8 @@ def resolve_variant(cfg: DistillConfig) -> DistillConfig:
     if cfg.single_step and not 0 < cfg.prompt_len < cfg.seq_len:
         raise ValueError(f"--prompt-len {cfg.prompt_len} must lie inside the sequence of {cfg.seq_len}")
     cfg.out_dir = cfg.out_dir or os.path.join(cfg.work_dir, cfg.variant)
+    cfg.cache_dir = cfg.cache_dir or os.path.join(cfg.work_dir, "teacher-cache")
+    cfg.fixed_windows = cfg.fixed_windows or cfg.teacher_cache != "off"  # a cache is keyed by fixed windows
     return cfg
 
 
@@ -198,7 +208,7 @@ def sample_single_step(student, teachers, x, cfg: DistillConfig, lam: float, gen
 
 
 def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, backward_scale, generator=None,
-                       sampler=None, objective: str = None):
+                       sampler=None, objective: str = None, targets_cached: list = None):
     """Forward and backward of eq. 9, L = alpha CE + (1 - alpha) L_KD, on one micro-batch x (b, T); returns
     (CE, KD) as detached 0-d tensors (no host sync here: the loop syncs once per optimizer step).
 
@@ -208,18 +218,22 @@ def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, bac
     the trunk in one backward. Value and gradients equal the unchunked loss; only one chunk's (b, k, V)
     logits exist at a time. `backward_scale(loss)` applies 1/grad_accum and the fp16 loss scale.
     With single step, the KD term is computed on sample_single_step's sequences, CE stays on x.
+    `targets_cached`: the teachers' targets of x read from a teacher cache (TC.Hidden or TC.TopK each),
+    in place of running the teachers.
     """
     b, T = x.shape
     targets = next_token_targets(x)  # (b, T)
     kd_x, kd_mask = x, None
     if cfg.single_step:
+        assert targets_cached is None, "the single-step term runs the teachers on sampled text"
         kd_x, kd_mask = sample_single_step(student, teachers, x, cfg, lam, generator, sampler)
     n_ce = (targets != -100).sum()
     n_kd = b if cfg.kd_norm == "batch" else (kd_mask.sum() if kd_mask is not None else b * T)
     with autocast_ctx(x.device, cfg.precision):
         h = student.hidden(x if kd_x is x else torch.cat([x, kd_x]))  # (b or 2b, T, C)
-        with torch.no_grad():
-            h_teachers = [t.hidden(kd_x) for t in teachers]  # each (b, T, C_t)
+        if targets_cached is None:
+            with torch.no_grad():
+                targets_cached = [TC.Hidden(t.hidden(kd_x)) for t in teachers]  # each (b, T, C_t)
     h_detached = h.detach().requires_grad_()
     h_ce, h_kd = h_detached[:b], h_detached[b:] if kd_x is not x else None
     k = cfg.chunk_size or T
@@ -230,7 +244,7 @@ def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, bac
             z_ce = student.head(h_ce[:, s:s + k].contiguous())  # (b, k, V)
             z_kd = z_ce if h_kd is None else student.head(h_kd[:, s:s + k].contiguous())
             with torch.no_grad():
-                z_teachers = [t.head(ht[:, s:s + k].contiguous()) for t, ht in zip(teachers, h_teachers)]
+                z_teachers = [tt.logits(t, s, s + k) for t, tt in zip(teachers, targets_cached)]  # each (b, k, V)
         ce = cross_entropy(z_ce, targets[:, s:s + k], normalizer=n_ce)
         mask = kd_mask[:, s:s + k] if kd_mask is not None else None
         kd = kd_loss(z_kd, z_teachers, objective or cfg.objective, cfg.temperature, lam, cfg.teacher_combine, mask,
@@ -257,6 +271,10 @@ def train(cfg: DistillConfig) -> dict:
     total = min(total, cfg.max_steps) if cfg.max_steps else total
     cfg.precision = resolve_precision(cfg.precision, device, student.config.dim)
     teachers = teachers_in_compute_dtype(teachers, cfg.precision)
+    caches = None  # the single-step KD term is on sampled text: the teachers run, whatever the flag
+    if cfg.teacher_cache != "off" and not cfg.single_step:
+        caches = TC.open_caches(teachers, paths, cfg.teacher_cache, cfg.precision, corpus.tokenizer.sha, corpus.train,
+                                cfg.seq_len, cfg.cache_dir, device, cfg.cache_topk, cfg.temperature, rank, world)
     sampler = None
     if cfg.precision in COMPUTE_DTYPE and cfg.single_step:  # the student's weights, cast once per step
         sampler = M.build_model(student.config).to(device, COMPUTE_DTYPE[cfg.precision]).eval()
@@ -280,14 +298,15 @@ def train(cfg: DistillConfig) -> dict:
     if rank == 0:
         print(f"{cfg.variant}: student {cfg.preset} {student.num_params():,} params, teachers "
               f"{[t.config.arch + ':' + str(t.num_params()) for t in teachers]} | {cfg.objective} KL, mixing "
-              f"{cfg.mixing}, single step {cfg.single_step}, chunk {cfg.chunk_size}, progressive {cfg.progressive} | "
+              f"{cfg.mixing}, single step {cfg.single_step}, chunk {cfg.chunk_size}, progressive {cfg.progressive}, "
+              f"teacher cache {cfg.teacher_cache if caches else 'off'}, fixed windows {cfg.fixed_windows} | "
               f"{cfg.precision} on {device} | {total} steps of {cfg.batch_size}x{cfg.seq_len} | out {cfg.out_dir}")
     bar = tqdm(total=total, initial=step, disable=rank != 0, unit="step", dynamic_ncols=True)
     t_last, since, skipped = time.perf_counter(), 0, 0
     limit = min(total, cfg.stop_after or total)
     while step < limit:
         epoch, start = divmod(step, batches.steps_per_epoch)
-        for batch in batches.epoch(epoch, start):
+        for windows, batch in batches.epoch_windows(epoch, start):
             lam = lambda_for_epoch(cfg, schedule_epoch(step, total, cfg.epochs))
             objective = (alternate_objective(step, schedule_epoch(step, total, cfg.epochs), cfg.alternate_period,
                                              cfg.alternate_by) if cfg.objective == "alternate" else cfg.objective)
@@ -295,11 +314,12 @@ def train(cfg: DistillConfig) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = lr_now
             ce_mean = kd_mean = 0.0  # over the micro-batches: the losses of the whole batch
-            for i, x in enumerate(batch.to(device).split(micro)):  # gradient accumulation
+            for i, (ids, x) in enumerate(zip(windows.split(micro), batch.to(device).split(micro))):  # accumulation
                 if i == accum - 1:
                     reducer.arm()  # the last micro-batch: buckets all-reduce as their gradients complete
+                cached = [c.fetch(ids, device) for c in caches] if caches else None
                 ce, kd = distill_micro_step(student, teachers, x, cfg, lam, lambda l: scaler.scale(l / accum), generator,
-                                            sampler, objective)
+                                            sampler, objective, cached)
                 ce_mean, kd_mean = ce_mean + ce / accum, kd_mean + kd / accum
             ce_mean, kd_mean = global_mean(torch.stack([ce_mean, kd_mean]).tolist(), world, device)  # one sync
             loss_mean = cfg.alpha * ce_mean + (1 - cfg.alpha) * kd_mean  # eq. 9

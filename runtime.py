@@ -48,6 +48,8 @@ class TrainConfig:
     batch_size: int = opt(128, "sequences per optimizer step, all processes together")
     micro_batch: Optional[int] = opt(None, "sequences per forward pass (None: the whole batch on a GPU, 16 on a CPU)")
     seq_len: int = opt(128, "tokens per training sequence")
+    fixed_windows: bool = opt(False, "the same windows every epoch (offset 0; only their order shuffled), as a "
+                                     "teacher cache needs; default: a fresh random offset per epoch")
     lr: Optional[float] = opt(None, "peak learning rate (None: 3e-4 for llama, 2.5e-4 for gpt2)")
     warmup: int = opt(300, "linear warmup steps, then cosine to min_lr")
     min_lr: float = opt(0.0, "learning rate at the end of the cosine")
@@ -144,7 +146,8 @@ def parse_config(cls, argv=None, doc: str = ""):
 
 # resuming may change these; any other difference from the saved config is refused
 RESUMABLE = {"resume", "stop_after", "device", "precision", "log_every", "ckpt_every", "eval_every", "compile",
-             "deterministic", "data_dir", "work_dir", "out_dir", "micro_batch", "keep_every"}
+             "deterministic", "data_dir", "work_dir", "out_dir", "micro_batch", "keep_every", "teacher_cache",
+             "cache_dir"}
 
 
 def check_resume(cfg, path: str):
@@ -352,7 +355,7 @@ def prepare_run(cfg, device):
     """Corpus, batches, validation subset, folder and config.json (written only after validation)."""
     corpus = D.prepare(cfg.data, cfg.data_dir, cfg.vocab_size, cfg.work_dir, cfg.separator)
     rank, world = setup_distributed(device)
-    batches = D.Batches(corpus.train, cfg.seq_len, cfg.batch_size, cfg.seed + 1, rank, world)
+    batches = D.Batches(corpus.train, cfg.seq_len, cfg.batch_size, cfg.seed + 1, rank, world, cfg.fixed_windows)
     val = D.val_sequences(corpus.dev, cfg.seq_len, cfg.eval_max_seqs)
     micro = cfg.micro_batch or (cfg.batch_size // world if device.type == "cuda" else min(16, cfg.batch_size // world))
     per_rank = cfg.batch_size // world
