@@ -6,12 +6,20 @@ as a fraction of this machine's matmul peak, measured in the same run and dtype.
     python bench.py                                   # paper sizes: baby-llama-58m + llama-360m
     python bench.py --student baby-llama-small --teacher llama-small --batch 8   # quick
     python bench.py --only distill --dtypes bf16 --batches 32 --steps 3
+    python bench.py --only distill,peer --objectives fw --chunks 0 --caches off,exact,compact --teachers 1,2
+
+Distillation rows with cache=exact or cache=compact read the teachers' targets from a teacher cache
+(teacher_cache.py) built in the same run on a token stream of 4 batches of windows (build_tok_s: its cost),
+and each step fetches a random batch of windows from it, disk read included; cache=off runs the teachers.
+The peer row is the same fw-1 step (CE + T^2 forward KL, AdamW) on transformers' LlamaForCausalLM, when
+transformers is installed.
 
 Each configuration runs in a fresh process, so peak memory is its own: on a GPU the allocator's peak,
 on a CPU the resident-set high-water mark (VmHWM) during the timed steps minus the resident set before
 them (weights and optimizer state excluded, so the figure is what the step itself needs).
 """
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -19,6 +27,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 
 import model as M
@@ -101,8 +110,53 @@ def peak_bytes(device, base: int) -> int:
     return rss_kib("VmHWM:") * 1024 - base
 
 
+def hf_model(ours: M.Transformer):
+    """transformers' LlamaForCausalLM with our model's config and weights (the peer row)."""
+    import transformers
+    from export import _hf_llama
+    config, weights = _hf_llama(ours)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{k: v for k, v in config.items()
+                                                                   if k != "architectures"}))
+    hf.load_state_dict(weights, strict=False)
+    return hf.to(ours.output.weight.device)
+
+
+def peer_step(student, teachers, x, precision, alpha=0.5, temperature=2.0):
+    """The fw-1 step written the usual way on transformers models: whole (B, T, V) logits, F.kl_div."""
+    import torch.nn.functional as F
+    from runtime import autocast_ctx
+    with autocast_ctx(x.device, precision):
+        z = student(input_ids=x).logits
+        with torch.no_grad():
+            zt = teachers[0](input_ids=x).logits
+    z, zt = z.float(), zt.float()
+    ce = F.cross_entropy(z[:, :-1].flatten(0, 1), x[:, 1:].flatten())
+    kd = F.kl_div(F.log_softmax(z / temperature, -1).flatten(0, 1), F.log_softmax(zt / temperature, -1).flatten(0, 1),
+                  log_target=True, reduction="batchmean") * temperature ** 2
+    return alpha * ce + (1 - alpha) * kd
+
+
+def bench_cache(teachers, form, precision, B, T, device):
+    """Teacher caches over a random stream of 4 batches of windows, in a temporary folder: (caches, stream,
+    tokens/s of the build)."""
+    import tempfile
+    import teacher_cache as TC
+    n = 4 * B
+    tokens = np.random.default_rng(0).integers(4, V, (n + 1) * T).astype(np.uint16)
+    folder, caches, t = tempfile.mkdtemp(prefix="bench-cache-"), [], time.perf_counter()
+    for i, teacher in enumerate(teachers):
+        spec = TC.Spec(form, precision, f"bench{i}", "bench", "bench", T, n, teacher.config.dim, V, 64 if form ==
+                       "compact" else 0, 2.0 if form == "compact" else 0.0)
+        TC.build(teacher, spec, os.path.join(folder, str(i)), tokens, device, 64 if device.type == "cpu" else 512,
+                 quiet=True)
+        caches.append(TC.TeacherCache(os.path.join(folder, str(i)), spec))
+    sync(device)
+    return caches, tokens, n * T / (time.perf_counter() - t)
+
+
 def run_one(args, job: dict) -> dict:
     """One configuration, in this process."""
+    import data as D
     import distill as DS
     from losses import cross_entropy
     from runtime import autocast_ctx, configure_optimizer, next_token_targets
@@ -112,7 +166,6 @@ def run_one(args, job: dict) -> dict:
     B, T = job["batch"], 128
     out = dict(job)
     if job["step"] == "score":
-        import numpy as np
         import evaluate as E
         student = M.build_model(M.get_config(args.student, vocab_size=V)).to(device)
         rng = np.random.default_rng(0)
@@ -124,20 +177,38 @@ def run_one(args, job: dict) -> dict:
         sync(device)
         out["pairs_per_s"] = round(args.pairs / (time.perf_counter() - t), 1)
         return out
-    student = M.build_model(M.get_config(args.student if job["step"] == "distill" else args.teacher, vocab_size=V,
+    distilling = job["step"] in ("distill", "peer")
+    student = M.build_model(M.get_config(args.student if distilling else args.teacher, vocab_size=V,
                                          dropout=0.0)).to(device)
-    teachers = [M.build_model(M.get_config(args.teacher, vocab_size=V)).to(device).eval().requires_grad_(False)] \
-        if job["step"] == "distill" else []
+    teachers = [M.build_model(M.get_config(p, vocab_size=V, dropout=0.0)).to(device).eval().requires_grad_(False)
+                for p in [args.teacher, args.teacher2][:job.get("teachers", 1)]] if distilling else []
+    x = torch.randint(4, V, (B, T), device=device)
+    if job["step"] == "peer":
+        student, teachers = hf_model(student).train(), [hf_model(t).eval().requires_grad_(False) for t in teachers]
     opt = configure_optimizer(student, 1e-4, 0.1, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # as the training loops
-    x = torch.randint(4, V, (B, T), device=device)
-    if job["step"] == "distill":
+    if job["step"] == "peer":
+        def step():
+            scaler.scale(peer_step(student, teachers, x, precision)).backward()
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+    elif job["step"] == "distill":
         teachers = DS.teachers_in_compute_dtype(teachers, precision)  # as distill.py's loop does
         cfg = DS.resolve_variant(DS.DistillConfig(objective=job["objective"], single_step=False, mixing=True,
-                                                  chunk_size=job["chunk"], precision=precision))
+                                                  chunk_size=job["chunk"], precision=precision, teachers=len(teachers)))
+        caches, tokens = None, np.random.default_rng(0).integers(4, V, (4 * B + 1) * T).astype(np.uint16)
+        if job["cache"] != "off":
+            caches, tokens, rate = bench_cache(teachers, job["cache"], precision, B, T, device)
+            out["build_tok_s"] = round(rate)
+        g = torch.Generator().manual_seed(0)
 
-        def step():
-            DS.distill_micro_step(student, teachers, x, cfg, 0.9 if cfg.objective == "rv" else 1.0, scaler.scale)
+        def step():  # a random batch of windows each step, read from the stream (and the caches)
+            idx = torch.randperm(4 * B, generator=g)[:B]
+            xs = D.window_rows(tokens, idx, T).to(device)
+            cached = [c.fetch(idx, device) for c in caches] if caches else None
+            DS.distill_micro_step(student, teachers, xs, cfg, 0.9 if cfg.objective == "rv" else 1.0, scaler.scale,
+                                  targets_cached=cached)
             scaler.step(opt)
             scaler.update()
             opt.zero_grad(set_to_none=True)
@@ -157,9 +228,15 @@ def run_one(args, job: dict) -> dict:
         step()
     sync(device)
     dt = (time.perf_counter() - t) / args.steps
-    flops = flops_per_token(student.config, T, train=True) + sum(flops_per_token(m.config, T, False) for m in teachers)
+    if job["step"] == "peer":
+        student, teachers = M.build_model(M.get_config(args.student, vocab_size=V)), [M.build_model(M.get_config(
+            p, vocab_size=V)) for p in [args.teacher, args.teacher2][:len(teachers)]]  # for the FLOP count
+    flops = flops_per_token(student.config, T, train=True)
+    for m in teachers:  # a cache leaves the head recompute (exact) or nothing (compact) of each teacher
+        cache = job.get("cache", "off")
+        flops += flops_per_token(m.config, T, False) if cache == "off" else 2 * m.config.dim * V * (cache == "exact")
     peak = matmul_peak(device, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32))
-    out.update(tokens_per_s=round(B * T / dt), step_ms=round(1000 * dt), gflop_per_token=round(flops / 1e9, 3),
+    out.update(tokens_per_s=round(B * T / dt), step_ms=round(1000 * dt), gflop_per_token=float(f"{flops / 1e9:.4g}"),
                tflop_s=round(flops * B * T / dt / 1e12, 3), peak_tflop_s=round(peak / 1e12, 2),
                peak_frac=round(flops * B * T / dt / peak, 3), peak_mem_mib=round(peak_bytes(device, base) / 2 ** 20))
     return out
@@ -169,11 +246,15 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--student", default="baby-llama-58m")
     p.add_argument("--teacher", default="llama-360m")
+    p.add_argument("--teacher2", default="gpt2-705m", help="the second teacher of teachers=2 rows")
+    p.add_argument("--teachers", default="1", help="teacher counts of the distillation rows, e.g. 1,2")
+    p.add_argument("--caches", default="off,exact", help="teacher cache forms of the distillation rows: off, exact, "
+                                                         "compact")
     p.add_argument("--batches", default="8,32")
     p.add_argument("--dtypes", default="fp32,bf16")
     p.add_argument("--objectives", default="fw,rv")
     p.add_argument("--chunks", default="0,32")
-    p.add_argument("--only", default="distill,teacher,score")
+    p.add_argument("--only", default="distill,peer,teacher,score", help="peer rows need transformers")
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--pairs", type=int, default=2000)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -185,18 +266,24 @@ def main(argv=None):
     jobs = []
     for dtype in args.dtypes.split(","):
         if "distill" in args.only:
-            jobs += [dict(step="distill", objective=o, dtype=dtype, chunk=int(c), batch=int(b)) for b in
-                     args.batches.split(",") for o in args.objectives.split(",") for c in args.chunks.split(",")]
+            jobs += [dict(step="distill", objective=o, dtype=dtype, chunk=int(c), batch=int(b), teachers=int(n),
+                          cache=cache) for b in args.batches.split(",") for n in args.teachers.split(",")
+                     for o in args.objectives.split(",") for c in args.chunks.split(",") for cache in args.caches.split(",")]
+        if "peer" in args.only and importlib.util.find_spec("transformers"):
+            jobs += [dict(step="peer", objective="fw", dtype=dtype, chunk=0, batch=int(b), teachers=1)
+                     for b in args.batches.split(",")]
         if "teacher" in args.only:
             jobs.append(dict(step="teacher", dtype=dtype, batch=int(args.batches.split(",")[0])))
         if "score" in args.only:
             jobs.append(dict(step="score", dtype=dtype, batch=0))
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu x{torch.get_num_threads()} threads"
-    print(f"# {name}, torch {torch.__version__}, student {args.student}, teacher {args.teacher}, seq 128, vocab {V}")
+    print(f"# {name}, torch {torch.__version__}, student {args.student}, teachers {args.teacher} (+ {args.teacher2}), "
+          f"seq 128, vocab {V}")
+    print(f"# {machine_summary()}")
     for job in jobs:
         job["device"] = args.device
         child = [sys.executable, os.path.abspath(__file__), "--job", json.dumps(job)] + [
-            f"--{k}={v}" for k, v in vars(args).items() if k in ("student", "teacher", "steps", "pairs")]
+            f"--{k}={v}" for k, v in vars(args).items() if k in ("student", "teacher", "teacher2", "steps", "pairs")]
         r = subprocess.run(child, capture_output=True, text=True)
         line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:

@@ -7,12 +7,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_bench_prints_a_line_per_configuration():
-    out = subprocess.run([sys.executable, "bench.py", "--student", "debug", "--teacher", "debug", "--batches", "2",
-                          "--dtypes", "fp32", "--objectives", "fw,rv", "--chunks", "0", "--only", "distill,score",
-                          "--steps", "1", "--pairs", "50"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "bench.py", "--student", "debug", "--teacher", "debug", "--teacher2",
+                          "debug-gpt2", "--batches", "2", "--dtypes", "fp32", "--objectives", "rv", "--chunks", "0",
+                          "--teachers", "2", "--caches", "off,exact,compact", "--only", "distill,peer,score",
+                          "--steps", "1", "--pairs", "50"], cwd=ROOT, capture_output=True, text=True, timeout=180)
     lines = out.stdout.strip().splitlines()
-    assert out.returncode == 0 and lines[0].startswith("# cpu"), out.stderr[-1000:]
-    rows = [dict(kv.split("=", 1) for kv in line.split()) for line in lines[1:]]
-    assert [(r["step"], r.get("objective")) for r in rows] == [("distill", "fw"), ("distill", "rv"), ("score", None)]
-    assert all(float(r["tokens_per_s"]) > 0 and 0 < float(r["peak_frac"]) < 1.5 for r in rows[:2])
-    assert float(rows[2]["pairs_per_s"]) > 0
+    assert out.returncode == 0 and lines[0].startswith("# cpu") and "GFLOP/s" in lines[1], out.stderr[-1000:]
+    rows = [dict(kv.split("=", 1) for kv in line.split()) for line in lines[2:]]
+    assert [(r["step"], r.get("cache")) for r in rows] == [("distill", "off"), ("distill", "exact"),
+                                                           ("distill", "compact"), ("peer", None), ("score", None)]
+    assert all(float(r["tokens_per_s"]) > 0 and 0 < float(r["peak_frac"]) < 1.5 for r in rows[:4])
+    assert all(float(r["build_tok_s"]) > 0 for r in rows[1:3]) and "build_tok_s" not in rows[0]
+    # the FLOPs a cache leaves: both teachers' heads (exact) or nothing of the teachers (compact)
+    flops = [float(r["gflop_per_token"]) for r in rows[:3]]
+    assert flops[0] > flops[1] > flops[2] and rows[3]["teachers"] == "1"
+    assert float(rows[4]["pairs_per_s"]) > 0
