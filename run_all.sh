@@ -12,6 +12,9 @@
 # the synthetic scales), SEEDS (3 synthetic, 1 otherwise), EXTRA (1), ABLATION (1: the T = 1 rows).
 # GPUs: NPROC=N runs every training stage under `torchrun --nproc_per_node N` (default 1: plain python);
 # TEACHER2_MICRO=16 (say) bounds gpt2-705m's micro-batch on GPUs with less than ~45 GB.
+# TEACHER_CACHE=exact | compact: every distillation run reads the teachers' targets from a cache built once per
+# teacher and data set (README "Teacher cache"; fixed windows for every variant, single-step ones still run the
+# teachers); default off.
 # Data: BABYLM_DIR (2024 layout), BABYLM_2023_DIR (2023 layout), BABYLM_EVAL_DIR (the pipeline's evaluation_data).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -42,6 +45,9 @@ EXTRA=${EXTRA:-$([ "$SCALE" = tiny ] && echo 0 || echo 1)}
 ABLATION=${ABLATION:-$([ "$SCALE" = synthetic ] && echo 1 || echo 0)}
 THREADS=$(( $(python -c "import os; print(os.cpu_count() or 1)") / JOBS )); [ "$THREADS" -ge 1 ] || THREADS=1
 NPROC=${NPROC:-1}
+TEACHER_CACHE=${TEACHER_CACHE:-off}
+case "$TEACHER_CACHE" in off|exact|compact) ;;
+  *) echo "run_all.sh: unknown TEACHER_CACHE=$TEACHER_CACHE (use off, exact or compact)" >&2; exit 2 ;; esac
 if [ "$NPROC" -gt 1 ]; then TRAIN=(torchrun --standalone --nproc_per_node "$NPROC"); else TRAIN=(python); fi
 TIMES="$WORK/stage_times.tsv"
 
@@ -113,7 +119,7 @@ case "$SCALE" in  # minutes measured on the README's machines, scaled by this CP
 esac
 echo "run_all.sh: SCALE=$SCALE on ${DATASETS[*]}: teachers $T1 and $T2, student $STUDENT; $N_RUNS distillation runs"\
      "(the paper's six variants x $SEEDS seed(s) per data set$([ "$EXTRA" = 1 ] && echo ", 4 objectives beyond the paper")$([ "$ABLATION" = 1 ] && echo ", 2 at T = 1")),"\
-     "$JOBS at a time; then"\
+     "$JOBS at a time$([ "$TEACHER_CACHE" != off ] && echo ", teacher cache $TEACHER_CACHE"); then"\
      "$([ "$SYN" = 1 ] && echo "the mode-seeking measures, a positive control," || echo "evaluation,") and $RESULTS."
 echo "run_all.sh: about $MINUTES minutes here (fp32 probe $PROBE GFLOP/s at $THREADS thread(s) per job). Stage logs: $WORK/logs/"
 
@@ -150,7 +156,8 @@ distill_run() {  # distill_run TAG VARIANT SEED [flags...]: e.g. 24 rv-1+ 0 -> C
   RUNS+=("$dir")
   pool "distill ${dir#"$WORK"/}" "$dir/ckpt_best.pt" \
     "${TRAIN[@]}" distill.py --variant "$name" --preset "$STUDENT" --teacher1-preset "$T1" --teacher2-preset "$T2" \
-      --work-dir "$WORK" --out-dir "$dir" --seed "$seed" "${COMMON[@]}" "${DISTILL_FLAGS[@]}" "$@"
+      --work-dir "$WORK" --out-dir "$dir" --seed "$seed" --teacher-cache "$TEACHER_CACHE" "${COMMON[@]}" \
+      "${DISTILL_FLAGS[@]}" "$@"
 }
 for d in "${DATASETS[@]}"; do
   tag=$(python -c "import distill; print(distill.DATA_TAG['$d'])")
@@ -189,7 +196,7 @@ drain
 {
   echo "# Results ($SCALE scale)"
   echo
-  echo "Produced by \`SCALE=$SCALE bash run_all.sh\` on $(date -u +%Y-%m-%d) in $(( $(date +%s) - T_START )) s,"\
+  echo "Produced by \`SCALE=$SCALE$([ "$TEACHER_CACHE" != off ] && echo " TEACHER_CACHE=$TEACHER_CACHE") bash run_all.sh\` on $(date -u +%Y-%m-%d) in $(( $(date +%s) - T_START )) s,"\
        "$(python -c "import bench; print(bench.machine_summary())"), $JOBS job(s) at a time; data: ${DATASETS[*]}."
   echo "Models: student $STUDENT, teachers $T1 and $T2. Stage wall times, added up by kind (the pool runs $JOBS at once):"
   echo

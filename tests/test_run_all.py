@@ -54,3 +54,24 @@ def test_bad_scale_is_one_clear_line(tmp_path):
     assert r.returncode == 2 and r.stderr.strip() == "run_all.sh: unknown SCALE=huge (use synthetic, tiny, cpu or paper)"
     r = run_all(tmp_path, SCALE="cpu")
     assert r.returncode == 2 and "needs BabyLM data" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_teacher_cache_setting_reaches_every_distillation_run(tiny, tmp_path):
+    import shutil
+    src, _ = tiny
+    shutil.copytree(src / "out", tmp_path / "out")  # data and teachers as they are; students and measures redone
+    for marker in os.listdir(tmp_path / "out" / ".done"):
+        if marker.startswith(("distill", "measures")):
+            os.remove(tmp_path / "out" / ".done" / marker)
+    r = run_all(tmp_path, SCALE="tiny", TEACHER_CACHE="exact")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert ", teacher cache exact; then" in r.stdout.splitlines()[0]
+    caches = sorted(p.split("-exact-")[0] for p in os.listdir(tmp_path / "out" / "teacher-cache") if "." not in p)
+    assert caches == ["teacher-gpt2-syn-synthetic", "teacher-llama-syn-synthetic"]
+    log = (tmp_path / "out" / "logs" / "distill_ChooBaCa-fw-2-syn.log").read_text()
+    assert "teacher cache exact, fixed windows True" in log
+    assert "rv-1-syn: " in (tmp_path / "out" / "logs" / "distill_ChooBaCa-rv-1-syn.log").read_text()
+    assert "TEACHER_CACHE=exact bash run_all.sh" in (tmp_path / "results.md").read_text()
+    bad = run_all(tmp_path, SCALE="tiny", TEACHER_CACHE="yes")
+    assert bad.returncode == 2 and bad.stderr.strip() == \
+        "run_all.sh: unknown TEACHER_CACHE=yes (use off, exact or compact)"
