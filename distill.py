@@ -244,7 +244,7 @@ def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, bac
             z_ce = student.head(h_ce[:, s:s + k].contiguous())  # (b, k, V)
             z_kd = z_ce if h_kd is None else student.head(h_kd[:, s:s + k].contiguous())
             with torch.no_grad():
-                z_teachers = [tt.logits(t, s, s + k) for t, tt in zip(teachers, targets_cached)]  # each (b, k, V)
+                z_teachers = [tt.logits(t, s, s + k, z_kd) for t, tt in zip(teachers, targets_cached)]  # (b, k, V)
         ce = cross_entropy(z_ce, targets[:, s:s + k], normalizer=n_ce)
         mask = kd_mask[:, s:s + k] if kd_mask is not None else None
         kd = kd_loss(z_kd, z_teachers, objective or cfg.objective, cfg.temperature, lam, cfg.teacher_combine, mask,

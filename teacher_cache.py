@@ -12,9 +12,9 @@ Two forms:
            gpt2-705m, C = 1536: 3.1 GB).
   compact  per position the k largest logits minus the row's max (fp16), their vocabulary ids (int16) and
            `rest` = log sum over the other ids of exp((z - max z) / T) at the run's temperature T (fp32):
-           dense logits are rebuilt with that mass spread evenly over the other V - k ids, so the top k
-           probabilities and the tail's total mass of softmax(z / T) are kept. 4k + 4 bytes a token (k = 64:
-           0.26 GB per million tokens). An approximation: `compare` reports the error it adds to each loss.
+           dense logits are rebuilt with the top k probabilities and the tail's total mass of softmax(z / T)
+           kept, the tail shaped like the student's current logits there (TopK.logits). 4k + 4 bytes a
+           token (k = 64: 0.26 GB per million tokens). An approximation: `compare` reports its error.
 
 A cache is a folder <cache_dir>/<teacher run>-<form>-<key>/ holding meta.json and one raw array file per
 field. The key hashes everything the targets depend on (teacher checkpoint, tokenizer, token stream, window
@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 import data as D
 import model as M
-from runtime import autocast_ctx
+from runtime import autocast_ctx, get_device
 
 FORMS = ["off", "exact", "compact"]
 STORE = {"fp32": (np.float32, torch.float32), "bf16": (np.int16, torch.bfloat16), "fp16": (np.float16, torch.float16)}
@@ -100,7 +100,7 @@ class Hidden:
     def __init__(self, h: torch.Tensor):
         self.h = h
 
-    def logits(self, teacher: M.Transformer, s: int, e: int) -> torch.Tensor:
+    def logits(self, teacher: M.Transformer, s: int, e: int, student: torch.Tensor = None) -> torch.Tensor:
         return teacher.head(self.h[:, s:e].contiguous())  # (b, e - s, V)
 
 
@@ -110,14 +110,22 @@ class TopK:
     def __init__(self, values, ids, rest, vocab: int, temperature: float):
         self.values, self.ids, self.rest, self.vocab, self.temperature = values, ids, rest, vocab, temperature
 
-    def logits(self, teacher, s: int, e: int) -> torch.Tensor:
-        """Dense (b, e - s, V) fp32: the kept logits at their ids, every other id at fill, where
-        (V - k) exp(fill / T) = exp(rest). With nothing left (k = V or an underflowed tail) fill is a finite
-        floor, so p log p stays 0 and not NaN."""
-        values, ids, rest = self.values[:, s:e].float(), self.ids[:, s:e].long(), self.rest[:, s:e]
-        spare = self.vocab - values.shape[-1]
-        fill = self.temperature * (rest - math.log(spare)) if spare else torch.full_like(rest, -1e4)
-        z = fill.clamp(min=-1e4).unsqueeze(-1).expand(*rest.shape, self.vocab).contiguous()
+    def logits(self, teacher, s: int, e: int, student: torch.Tensor = None) -> torch.Tensor:
+        """Dense (b, e - s, V) fp32 logits: the kept ones at their ids; the other V - k ids share exp(rest),
+        the tail's mass of softmax(z / T), in the shape of the student's logits on them (`student`, this
+        chunk's, detached: a constant of the step like eq. 2's stopgrad), or evenly without a student. With
+        the student's shape the tail adds only its mass difference to either KL (the tail seen as one
+        outcome), not a divergence between a real and an invented shape. A tail with no mass (k = V, or
+        underflow) gets a finite floor, so p log p stays 0 and not NaN."""
+        T, values, ids, rest = self.temperature, self.values[:, s:e].float(), self.ids[:, s:e].long(), self.rest[:, s:e]
+        if student is None:  # evenly: (V - k) exp(fill / T) = exp(rest)
+            spare = self.vocab - values.shape[-1]
+            fill = T * (rest - math.log(spare)) if spare else torch.full_like(rest, -1e4)
+            z = fill.clamp(min=-1e4).unsqueeze(-1).expand(*rest.shape, self.vocab).contiguous()
+        else:  # z_S + c, with sum over the tail of exp((z_S + c) / T) = exp(rest)
+            z = student.detach().float()
+            shift = T * (rest - torch.logsumexp((z / T).scatter(-1, ids, float("-inf")), dim=-1))
+            z = z + shift.nan_to_num(nan=-1e4).clamp(min=-1e4).unsqueeze(-1)
         return z.scatter_(-1, ids, values)
 
 
@@ -272,7 +280,8 @@ def compare(student_logits: torch.Tensor, teacher_logits: list, k: int, temperat
     compact form instead of used whole. Rows: fw and rv (no mixing), rv with eq. 2 mixing at lambda 0.9,
     and with two teachers fw on averaged logits and rv as the mean of the KLs."""
     from losses import kd_loss
-    rebuilt = [TopK(*topk_targets(z, k, temperature), z.shape[-1], temperature).logits(None, 0, z.shape[1])
+    rebuilt = [TopK(*topk_targets(z, k, temperature), z.shape[-1], temperature).logits(None, 0, z.shape[1],
+                                                                                        student_logits)
                for z in teacher_logits]
     cases = [("fw", 1.0, "logits"), ("rv", 1.0, "kl"), ("rv-mixed", 0.9, "kl")]
     out = {}
@@ -290,8 +299,6 @@ def compare(student_logits: torch.Tensor, teacher_logits: list, k: int, temperat
 
 
 def main(argv=None):
-    import distill as DS
-    from runtime import get_device
     p = argparse.ArgumentParser(description="The compact cache's error per objective against the exact targets, for "
                                             "a distilled run's teachers and student, on the first training windows.")
     p.add_argument("command", choices=["compare"])
@@ -300,11 +307,11 @@ def main(argv=None):
     p.add_argument("--windows", type=int, default=64)
     a = p.parse_args(argv)
     with open(os.path.join(a.run_dir, "config.json")) as f:
-        cfg = DS.DistillConfig(**json.load(f))
+        cfg = argparse.Namespace(**json.load(f))
     device = get_device("auto")
     corpus = D.prepare(cfg.data, cfg.data_dir, cfg.vocab_size, cfg.work_dir, cfg.separator)
     student, ckpt = M.load_model(os.path.join(a.run_dir, "ckpt_best.pt"), device)
-    teachers = [DS.load_teacher(path, corpus.tokenizer, device) for path in ckpt["teacher_paths"]]
+    teachers = [M.load_model(path, device)[0].eval() for path in ckpt["teacher_paths"]]  # checked when distilled
     x = D.window_rows(corpus.train, torch.arange(a.windows), cfg.seq_len).to(device)
     with torch.no_grad():
         z_s, z_t = student.eval()(x).float(), [t(x).float() for t in teachers]

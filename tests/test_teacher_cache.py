@@ -93,12 +93,22 @@ def test_compact_form_against_a_float64_brute_force():
     tail = torch.ones_like(p, dtype=torch.bool).scatter_(-1, top, False)
     torch.testing.assert_close((p * tail).sum(-1), (p_true * tail).sum(-1), rtol=2e-3, atol=1e-6)
     p_tail = p[tail].view(3, 3, V - k)
-    torch.testing.assert_close(p_tail, p_tail[..., :1].expand_as(p_tail))  # even
+    torch.testing.assert_close(p_tail, p_tail[..., :1].expand_as(p_tail))  # even, without a student
+    # with the student's logits: the same top k and tail mass, the tail in the student's shape
+    z_s = torch.randn(3, 3, V, dtype=torch.float64) * 2
+    p = torch.softmax(TC.TopK(values, ids, rest, V, T).logits(None, 1, 4, z_s).double() / T, -1)
+    torch.testing.assert_close(p.gather(-1, top), p_true.gather(-1, top), rtol=2e-3, atol=1e-6)
+    q_tail = torch.softmax(z_s / T, -1)[tail].view(3, 3, V - k)
+    torch.testing.assert_close(p[tail].view(3, 3, V - k), q_tail / q_tail.sum(-1, keepdim=True)
+                               * (p_true * tail).sum(-1, keepdim=True), rtol=2e-3, atol=1e-9)
     # k = V: the distribution itself, and a finite fill so the forward KL's p log p is 0, not NaN
     values, ids, rest = TC.topk_targets(z, V, T)
     assert torch.isinf(rest).all()
-    dense = TC.TopK(values, ids, rest, V, T).logits(None, 0, 5)
-    torch.testing.assert_close(torch.softmax(dense.double() / T, -1), torch.softmax(z / T, -1), rtol=2e-3, atol=1e-6)
+    for student in (None, torch.randn(3, 5, V)):
+        dense = TC.TopK(values, ids, rest, V, T).logits(None, 0, 5, student)
+        p = torch.softmax(dense.double() / T, -1)
+        torch.testing.assert_close(p, torch.softmax(z / T, -1), rtol=2e-3, atol=1e-6)
+        assert torch.isfinite(dense).all()
 
 
 def test_compact_error_is_reported_per_objective_and_shrinks_with_k():
