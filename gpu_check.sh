@@ -4,7 +4,9 @@
 # 1. the test suite (CPU tests; they must still pass on a GPU machine, e.g. gloo chosen for --device cpu)
 # 2. teacher and distillation under torchrun on 2 GPUs, bf16 and fp16 (GradScaler), a resume with another
 #    GPU count (RNG streams reseeded, not an IndexError), and a run with --deterministic and the single step
-# 3. bench.py at the paper's sizes in bf16 and fp16
+# 3. the teacher cache: fw-1 and rv-1+ reading an exact cache (built by 2 processes) against running the teacher
+# 4. a paper-sized fw-1 for 300 steps with and without the cache, and bench.py at the paper's sizes in bf16 and
+#    fp16, with and without the cache, one and two teachers (the README's GPU figures)
 set -euo pipefail
 cd "$(dirname "$0")"
 W=${WORK:-out-gpu}; mkdir -p "$W"
@@ -28,5 +30,26 @@ python distill.py --variant ChooBaCa-rv-1-syn --preset baby-llama-syn --teacher-
   --max-steps 20 --prompt-len 48 --out-dir "$W/resume" --resume
 python distill.py --variant ChooBaCa-rv-1-syn --preset baby-llama-syn --teacher-ckpt "$W/t-bf16/ckpt_best.pt" "${SYN[@]}" \
   --max-steps 4 --prompt-len 48 --out-dir "$W/det" --deterministic
-python bench.py --dtypes bf16,fp16 --batches 8,32 --steps 3
+for v in fw-1 rv-1+; do
+  for c in off exact; do
+    run distill.py --variant "ChooBaCa-${v%+}-syn${v//[^+]/}" --preset baby-llama-syn --teacher-ckpt "$W/t-bf16/ckpt_best.pt" \
+      "${SYN[@]}" --precision bf16 --max-steps 20 --fixed-windows --teacher-cache "$c" --out-dir "$W/cache-$c-$v"
+  done
+  python -c "
+import json, sys
+kd = [[r['kd'] for r in map(json.loads, open(f'$W/cache-{c}-$v/log.jsonl')) if 'kd' in r] for c in ('off', 'exact')]
+bad = [(a, b) for a, b in zip(*kd) if abs(a - b) > 1e-3 * abs(a)]
+print('teacher cache $v: kd equal to running the teacher' if not bad else f'teacher cache $v: DIFFERENT {bad}')
+sys.exit(bool(bad))"
+done
+# a paper-sized fw-1 (baby-llama-58m from llama-360m, batch 32 x 128, bf16) for 300 steps on the synthetic corpus,
+# running the teacher and reading the exact cache: the tokens/s of each in its log.jsonl
+P=(--data synthetic --work-dir "$W" --vocab-size 512 --separator both --seq-len 128 --device cuda --precision bf16)
+python train_teacher.py --preset llama-360m "${P[@]}" --max-steps 50 --warmup 10 --out-dir "$W/t360"
+for c in off exact; do
+  python distill.py --variant ChooBaCa-fw-1-syn --preset baby-llama-58m --teacher-ckpt "$W/t360/ckpt_best.pt" "${P[@]}" \
+    --max-steps 300 --fixed-windows --teacher-cache "$c" --out-dir "$W/paper-fw-1-$c"
+  grep tok_s "$W/paper-fw-1-$c/log.jsonl" | tail -1
+done
+python bench.py --dtypes bf16,fp16 --batches 8,32 --steps 3 --caches off,exact,compact --teachers 1,2
 echo "== gpu_check.sh: all passed"

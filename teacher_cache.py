@@ -263,7 +263,9 @@ def open_caches(teachers: list, paths: list, form: str, precision: str, tokenize
         _barrier(world)
         if not os.path.isdir(folder):
             t0 = time.time()
-            build(teacher, spec, folder, tokens, device, batch or (64 if device.type == "cpu" else 512), rank, world)
+            # on a GPU: compact builds hold (batch, T, V) fp32 logits, 1 GB at 128 x 128 x 16000
+            batch = batch or (64 if device.type == "cpu" else 512 if form == "exact" else 128)
+            build(teacher, spec, folder, tokens, device, batch, rank, world)
             if rank == 0:
                 print(f"teacher cache {folder}: {spec.n_windows * seq_len:,} tokens, {spec.bytes_per_token()} bytes "
                       f"a token, {time.time() - t0:.1f}s")

@@ -17,6 +17,7 @@ import distill as DS
 import model as M
 import teacher_cache as TC
 import train_teacher as TT
+from losses import kd_loss
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU = torch.device("cpu")
@@ -78,6 +79,24 @@ def test_exact_cache_gives_the_losses_and_gradients_of_running_the_teachers(tmp_
     assert h.dtype == TC.STORE[precision][1] and h.shape == (4, 16, 64)
     with torch.no_grad(), DS.autocast_ctx(CPU, precision):  # the stored rows are the teacher's hidden states
         torch.testing.assert_close(h, ts[0].hidden(x).to(h.dtype), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("objective,lam,chunk", [("fw", 1.0, 0), ("rv", 0.9, 8)])
+def test_compact_cache_in_the_step_rebuilds_each_chunk_with_the_students_logits(tmp_path, objective, lam, chunk):
+    tokens = np.random.default_rng(3).integers(0, 64, 16 * 40, dtype=np.uint16)
+    ts = teachers()
+    caches = built(tmp_path, ts, tokens, "compact", k=8)
+    student = M.build_model(M.get_config("debug", vocab_size=64), seed=1)
+    cfg = DS.DistillConfig(objective=objective, teacher_combine="kl", single_step=False, chunk_size=chunk,
+                           precision="fp32", alpha=0.0)
+    idx = torch.tensor([3, 30, 9])
+    x = D.window_rows(tokens, idx, 16)
+    _, kd = DS.distill_micro_step(student, ts, x, cfg, lam, lambda l: l, targets_cached=[c.fetch(idx, CPU) for c in caches])
+    with torch.no_grad():  # the whole sequence at once, each teacher's targets rebuilt around the student's logits
+        z = student(x)
+        targets = [c.fetch(idx, CPU).logits(None, 0, 16, z) for c in caches]
+        want = kd_loss(z, targets, objective, 2.0, lam, "kl", fused=False)
+    assert float(kd) == pytest.approx(want.item(), rel=1e-4)  # fused, chunked vs reference, whole
 
 
 def test_compact_form_against_a_float64_brute_force():
@@ -142,6 +161,15 @@ def test_a_killed_build_is_never_read_and_resumes_to_the_same_cache(tmp_path, mo
     assert sum(calls) == 699 - TC.BLOCK  # only the blocks not yet written
     resumed = TC.TeacherCache(folder, spec)
     assert np.array_equal(resumed.arrays["hidden"], cache.arrays["hidden"]) and not os.path.exists(folder + ".partial")
+    # a partial left by a build of something else (here: the compact form) is started afresh, not resumed
+    other = str(tmp_path / "other")
+    assert not TC.build(t, spec, other, tokens, CPU, max_blocks=2, quiet=True)
+    compact = TC.Spec(**dict(spec.__dict__, form="compact", k=8, temperature=2.0))
+    assert TC.build(t, compact, other, tokens, CPU, quiet=True)
+    got = TC.TeacherCache(other, compact).fetch(torch.arange(699), CPU)
+    want = TC.topk_targets(t.head(torch.from_numpy(np.array(cache.arrays["hidden"]))), 8, 2.0)
+    torch.testing.assert_close(got.values, want[0], rtol=0, atol=0)
+    torch.testing.assert_close(got.rest, want[2], rtol=1e-6, atol=1e-6)
 
 
 def test_mismatched_or_damaged_caches_are_refused_in_one_line(tmp_path):
