@@ -142,6 +142,10 @@ def topk_targets(z: torch.Tensor, k: int, temperature: float) -> tuple:
 # building and opening
 
 
+def _size(n: int) -> str:
+    return next(f"{n / f:.1f} {u}" for f, u in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB"), (1, "B")) if n >= f or f == 1)
+
+
 def _barrier(world: int):
     if world > 1:
         dist.barrier()
@@ -164,6 +168,11 @@ def build(teacher: M.Transformer, spec: Spec, folder: str, tokens: np.ndarray, d
         if built[0]:
             return True
         if rank == 0:
+            need = spec.bytes_per_token() * spec.n_windows * T
+            free = shutil.disk_usage(os.path.dirname(os.path.abspath(folder))).free
+            if not os.path.isdir(partial) and free < need:  # refused before the first block, not in the middle
+                raise ValueError(f"teacher cache {folder} needs {_size(need)} and {_size(free)} are free: free space, "
+                                 f"move it with --cache-dir, or use --teacher-cache compact")
             spec_path = os.path.join(partial, "spec.json")
             if os.path.isdir(partial) and (not os.path.isfile(spec_path) or json.load(open(spec_path)) != asdict(spec)):
                 shutil.rmtree(partial)  # left by a build of something else: start afresh

@@ -172,7 +172,7 @@ def test_a_killed_build_is_never_read_and_resumes_to_the_same_cache(tmp_path, mo
     torch.testing.assert_close(got.rest, want[2], rtol=1e-6, atol=1e-6)
 
 
-def test_mismatched_or_damaged_caches_are_refused_in_one_line(tmp_path):
+def test_mismatched_or_damaged_caches_are_refused_in_one_line(tmp_path, monkeypatch):
     tokens = np.random.default_rng(2).integers(0, 64, 16 * 40, dtype=np.uint16)
     t = teachers()[0]
     (cache,) = built(tmp_path, [t], tokens, "compact", k=8)
@@ -188,6 +188,11 @@ def test_mismatched_or_damaged_caches_are_refused_in_one_line(tmp_path):
     with pytest.raises(ValueError, match="rest.bin is missing or damaged"):
         TC.TeacherCache(folder, cache.spec)
     assert cache.spec.bytes_per_token() == 8 * 2 + 8 * 2 + 4
+    # a disk too small is refused before anything is written
+    monkeypatch.setattr(TC.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 ** 12, 10 ** 12, 1000))
+    with pytest.raises(ValueError, match=r"needs 22.5 kB and 1.0 kB are free: free space, move it with --cache-dir"):
+        TC.build(t, cache.spec, str(tmp_path / "small"), tokens, CPU, quiet=True)
+    assert not os.path.exists(tmp_path / "small.partial")
 
 
 def cache_flags(syn, **kw):
