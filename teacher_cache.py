@@ -146,6 +146,14 @@ def _size(n: int) -> str:
     return next(f"{n / f:.1f} {u}" for f, u in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB"), (1, "B")) if n >= f or f == 1)
 
 
+def _read_json(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def _barrier(world: int):
     if world > 1:
         dist.barrier()
@@ -162,19 +170,22 @@ def build(teacher: M.Transformer, spec: Spec, folder: str, tokens: np.ndarray, d
     try:
         if lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # another process building the same cache: wait for it
-        built = [os.path.isdir(folder)]
-        if world > 1:  # rank 0's view, the one holding the lock
-            dist.broadcast_object_list(built, src=0)
-        if built[0]:
-            return True
-        if rank == 0:
-            need = spec.bytes_per_token() * spec.n_windows * T
+        state = [os.path.isdir(folder), None]  # built already; a reason to refuse
+        need = spec.bytes_per_token() * spec.n_windows * T
+        if rank == 0 and not state[0] and not os.path.isdir(partial):  # refused before the first block
             free = shutil.disk_usage(os.path.dirname(os.path.abspath(folder))).free
-            if not os.path.isdir(partial) and free < need:  # refused before the first block, not in the middle
-                raise ValueError(f"teacher cache {folder} needs {_size(need)} and {_size(free)} are free: free space, "
-                                 f"move it with --cache-dir, or use --teacher-cache compact")
+            if free < need:
+                state[1] = (f"teacher cache {folder} needs {_size(need)} and {_size(free)} are free: free space, "
+                            f"move it with --cache-dir, or use --teacher-cache compact")
+        if world > 1:  # rank 0's view, the one holding the lock
+            dist.broadcast_object_list(state, src=0)
+        if state[0]:
+            return True
+        if state[1]:
+            raise ValueError(state[1])
+        if rank == 0:
             spec_path = os.path.join(partial, "spec.json")
-            if os.path.isdir(partial) and (not os.path.isfile(spec_path) or json.load(open(spec_path)) != asdict(spec)):
+            if os.path.isdir(partial) and _read_json(spec_path) != asdict(spec):
                 shutil.rmtree(partial)  # left by a build of something else: start afresh
             if not os.path.isdir(partial):
                 os.makedirs(done_dir)
@@ -232,11 +243,11 @@ class TeacherCache:
     """A finished cache, memory-mapped read-only; fetch(window ids) -> the targets of those windows."""
 
     def __init__(self, folder: str, spec: Spec):
-        meta_path = os.path.join(folder, "meta.json")
-        if not os.path.isfile(meta_path):
-            raise ValueError(f"teacher cache {folder} is not finished (no meta.json): delete it to rebuild")
-        with open(meta_path) as f:
-            saved = json.load(f)["spec"]
+        meta = _read_json(os.path.join(folder, "meta.json"))
+        if not isinstance(meta, dict) or "spec" not in meta:
+            raise ValueError(f"teacher cache {folder} is not finished or is damaged (no readable meta.json): delete "
+                             f"it to rebuild")
+        saved = meta["spec"]
         diff = [k for k, v in asdict(spec).items() if saved.get(k) != v]
         if diff:
             raise ValueError(f"teacher cache {folder} was built for another run: " + ", ".join(

@@ -152,7 +152,7 @@ def test_a_killed_build_is_never_read_and_resumes_to_the_same_cache(tmp_path, mo
     folder = str(tmp_path / "killed" / "c")
     assert not TC.build(t, spec, folder, tokens, CPU, max_blocks=1, quiet=True)
     assert not os.path.isdir(folder) and os.path.isdir(folder + ".partial")
-    with pytest.raises(ValueError, match="not finished"):
+    with pytest.raises(ValueError, match="not finished or is damaged"):
         TC.TeacherCache(folder, spec)
     calls = []
     hidden = t.hidden
@@ -183,6 +183,13 @@ def test_mismatched_or_damaged_caches_are_refused_in_one_line(tmp_path, monkeypa
     assert other.key() != cache.spec.key()  # so a retrained teacher never finds the old folder
     for field in ("dtype", "tokens_sha", "k", "temperature", "seq_len"):
         assert TC.Spec(**dict(cache.spec.__dict__, **{field: 1})).key() != cache.spec.key()
+    meta = open(os.path.join(folder, "meta.json")).read()
+    with open(os.path.join(folder, "meta.json"), "w") as f:
+        f.write(meta[:20])  # cut short
+    with pytest.raises(ValueError, match="not finished or is damaged"):
+        TC.TeacherCache(folder, cache.spec)
+    with open(os.path.join(folder, "meta.json"), "w") as f:
+        f.write(meta)
     with open(os.path.join(folder, "rest.bin"), "r+b") as f:
         f.truncate(100)
     with pytest.raises(ValueError, match="rest.bin is missing or damaged"):
