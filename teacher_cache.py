@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 import data as D
 import model as M
+from losses import kd_loss
 from runtime import autocast_ctx, get_device
 
 FORMS = ["off", "exact", "compact"]
@@ -81,11 +82,10 @@ class Spec:
 
 
 def make_spec(form: str, precision: str, teacher_path: str, teacher: M.Transformer, tokenizer_sha: str,
-              tokens: np.ndarray, seq_len: int, k: int = 64, temperature: float = 2.0) -> Spec:
+              tokens: np.ndarray, tokens_sha: str, seq_len: int, k: int = 64, temperature: float = 2.0) -> Spec:
     c = teacher.config
     compact = form == "compact"
-    return Spec(form, precision, D.hash_files([teacher_path]), tokenizer_sha,
-                hashlib.sha256(np.ascontiguousarray(tokens).tobytes()).hexdigest()[:16], seq_len,
+    return Spec(form, precision, D.hash_files([teacher_path]), tokenizer_sha, tokens_sha, seq_len,
                 D.n_windows(len(tokens), seq_len), c.dim, c.vocab_size, min(k, c.vocab_size) if compact else 0,
                 float(temperature) if compact else 0.0)
 
@@ -159,11 +159,14 @@ def _barrier(world: int):
         dist.barrier()
 
 
-def build(teacher: M.Transformer, spec: Spec, folder: str, tokens: np.ndarray, device, batch: int = 64,
+def build(teacher: M.Transformer, spec: Spec, folder: str, tokens: np.ndarray, device, batch: int = None,
           rank: int = 0, world: int = 1, max_blocks: int = None, quiet: bool = False) -> bool:
     """Run the frozen teacher (in the compute dtype) over every window and write `folder` (module doc).
-    `max_blocks` stops after that many blocks, as a kill would (tests); returns whether the cache is whole."""
+    `batch` windows per forward (None: 64 on a CPU; on a GPU 512, or 128 for compact, whose (batch, T, V) fp32
+    logits are 1 GB at 128 x 128 x 16000). `max_blocks` stops after that many blocks, as a kill would
+    (tests); returns whether the cache is whole."""
     partial, T = folder + ".partial", spec.seq_len
+    batch = batch or (64 if device.type == "cpu" else 512 if spec.form == "exact" else 128)
     done_dir = os.path.join(partial, "done")
     os.makedirs(os.path.dirname(os.path.abspath(folder)), exist_ok=True)
     lock = open(folder + ".lock", "a+") if rank == 0 else None
@@ -275,16 +278,14 @@ def open_caches(teachers: list, paths: list, form: str, precision: str, tokenize
                 seq_len: int, cache_dir: str, device, k: int = 64, temperature: float = 2.0, rank: int = 0,
                 world: int = 1, batch: int = None) -> list:
     """One TeacherCache per teacher, built first where missing."""
-    caches = []
+    caches, tokens_sha = [], hashlib.sha256(np.ascontiguousarray(tokens).tobytes()).hexdigest()[:16]
     for teacher, path in zip(teachers, paths):
-        spec = make_spec(form, precision, path, teacher, tokenizer_sha, tokens, seq_len, k, temperature)
+        spec = make_spec(form, precision, path, teacher, tokenizer_sha, tokens, tokens_sha, seq_len, k, temperature)
         run = os.path.basename(os.path.dirname(os.path.abspath(path)))
         folder = os.path.join(cache_dir, f"{run}-{form}-{spec.key()}")
         _barrier(world)
         if not os.path.isdir(folder):
             t0 = time.time()
-            # on a GPU: compact builds hold (batch, T, V) fp32 logits, 1 GB at 128 x 128 x 16000
-            batch = batch or (64 if device.type == "cpu" else 512 if form == "exact" else 128)
             build(teacher, spec, folder, tokens, device, batch, rank, world)
             if rank == 0:
                 print(f"teacher cache {folder}: {spec.n_windows * seq_len:,} tokens, {spec.bytes_per_token()} bytes "
@@ -301,7 +302,6 @@ def compare(student_logits: torch.Tensor, teacher_logits: list, k: int, temperat
     """Relative error of each KD loss (value and gradient) when the teachers' logits are rebuilt from the
     compact form instead of used whole. Rows: fw and rv (no mixing), rv with eq. 2 mixing at lambda 0.9,
     and with two teachers fw on averaged logits and rv as the mean of the KLs."""
-    from losses import kd_loss
     rebuilt = [TopK(*topk_targets(z, k, temperature), z.shape[-1], temperature).logits(None, 0, z.shape[1],
                                                                                         student_logits)
                for z in teacher_logits]
