@@ -30,6 +30,7 @@ import time
 import numpy as np
 import torch
 
+import data as D
 import model as M
 from runtime import cpu_has_amx
 
@@ -136,27 +137,23 @@ def peer_step(student, teachers, x, precision, alpha=0.5, temperature=2.0):
     return alpha * ce + (1 - alpha) * kd
 
 
-def bench_cache(teachers, form, precision, B, T, device):
-    """Teacher caches over a random stream of 4 batches of windows, in a temporary folder: (caches, stream,
-    tokens/s of the build)."""
+def bench_cache(teachers, form, precision, tokens, T, device):
+    """Teacher caches over the token stream's windows, in a temporary folder: (caches, tokens/s of the build)."""
     import tempfile
     import teacher_cache as TC
-    n = 4 * B
-    tokens = np.random.default_rng(0).integers(4, V, (n + 1) * T).astype(np.uint16)
+    n = D.n_windows(len(tokens), T)
     folder, caches, t = tempfile.mkdtemp(prefix="bench-cache-"), [], time.perf_counter()
     for i, teacher in enumerate(teachers):
         spec = TC.Spec(form, precision, f"bench{i}", "bench", "bench", T, n, teacher.config.dim, V, 64 if form ==
                        "compact" else 0, 2.0 if form == "compact" else 0.0)
-        TC.build(teacher, spec, os.path.join(folder, str(i)), tokens, device, 64 if device.type == "cpu" else 512,
-                 quiet=True)
+        TC.build(teacher, spec, os.path.join(folder, str(i)), tokens, device, quiet=True)
         caches.append(TC.TeacherCache(os.path.join(folder, str(i)), spec))
     sync(device)
-    return caches, tokens, n * T / (time.perf_counter() - t)
+    return caches, n * T / (time.perf_counter() - t)
 
 
 def run_one(args, job: dict) -> dict:
     """One configuration, in this process."""
-    import data as D
     import distill as DS
     from losses import cross_entropy
     from runtime import autocast_ctx, configure_optimizer, next_token_targets
@@ -178,10 +175,11 @@ def run_one(args, job: dict) -> dict:
         out["pairs_per_s"] = round(args.pairs / (time.perf_counter() - t), 1)
         return out
     distilling = job["step"] in ("distill", "peer")
-    student = M.build_model(M.get_config(args.student if distilling else args.teacher, vocab_size=V,
-                                         dropout=0.0)).to(device)
-    teachers = [M.build_model(M.get_config(p, vocab_size=V, dropout=0.0)).to(device).eval().requires_grad_(False)
-                for p in [args.teacher, args.teacher2][:job.get("teachers", 1)]] if distilling else []
+    student_cfg = M.get_config(args.student if distilling else args.teacher, vocab_size=V, dropout=0.0)
+    teacher_cfgs = [M.get_config(p, vocab_size=V, dropout=0.0)
+                    for p in [args.teacher, args.teacher2][:job.get("teachers", 1)]] if distilling else []
+    student = M.build_model(student_cfg).to(device)
+    teachers = [M.build_model(c).to(device).eval().requires_grad_(False) for c in teacher_cfgs]
     x = torch.randint(4, V, (B, T), device=device)
     if job["step"] == "peer":
         student, teachers = hf_model(student).train(), [hf_model(t).eval().requires_grad_(False) for t in teachers]
@@ -197,9 +195,9 @@ def run_one(args, job: dict) -> dict:
         teachers = DS.teachers_in_compute_dtype(teachers, precision)  # as distill.py's loop does
         cfg = DS.resolve_variant(DS.DistillConfig(objective=job["objective"], single_step=False, mixing=True,
                                                   chunk_size=job["chunk"], precision=precision, teachers=len(teachers)))
-        caches, tokens = None, np.random.default_rng(0).integers(4, V, (4 * B + 1) * T).astype(np.uint16)
+        caches, tokens = None, np.random.default_rng(0).integers(4, V, (4 * B + 1) * T).astype(np.uint16)  # 4B windows
         if job["cache"] != "off":
-            caches, tokens, rate = bench_cache(teachers, job["cache"], precision, B, T, device)
+            caches, rate = bench_cache(teachers, job["cache"], precision, tokens, T, device)
             out["build_tok_s"] = round(rate)
         g = torch.Generator().manual_seed(0)
 
@@ -228,13 +226,10 @@ def run_one(args, job: dict) -> dict:
         step()
     sync(device)
     dt = (time.perf_counter() - t) / args.steps
-    if job["step"] == "peer":
-        student, teachers = M.build_model(M.get_config(args.student, vocab_size=V)), [M.build_model(M.get_config(
-            p, vocab_size=V)) for p in [args.teacher, args.teacher2][:len(teachers)]]  # for the FLOP count
-    flops = flops_per_token(student.config, T, train=True)
-    for m in teachers:  # a cache leaves the head recompute (exact) or nothing (compact) of each teacher
+    flops = flops_per_token(student_cfg, T, train=True)
+    for c in teacher_cfgs:  # a cache leaves the head recompute (exact) or nothing (compact) of each teacher
         cache = job.get("cache", "off")
-        flops += flops_per_token(m.config, T, False) if cache == "off" else 2 * m.config.dim * V * (cache == "exact")
+        flops += flops_per_token(c, T, False) if cache == "off" else 2 * c.dim * V * (cache == "exact")
     peak = matmul_peak(device, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32))
     out.update(tokens_per_s=round(B * T / dt), step_ms=round(1000 * dt), gflop_per_token=float(f"{flops / 1e9:.4g}"),
                tflop_s=round(flops * B * T / dt / 1e12, 3), peak_tflop_s=round(peak / 1e12, 2),
