@@ -326,8 +326,7 @@ def val_sequences(tokens: np.ndarray, seq_len: int, max_n: int = 8192) -> torch.
     idx = torch.arange(n)
     if n > max_n:
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SEED))[:max_n].sort().values
-    rows = np.stack([tokens[i * seq_len:(i + 1) * seq_len] for i in idx.tolist()]).astype(np.int64)
-    return torch.from_numpy(rows)
+    return window_rows(tokens, idx, seq_len)
 
 
 # ---------------------------------------------------------------------------------------------------------
