@@ -7,6 +7,14 @@ as a fraction of this machine's matmul peak, measured in the same run and dtype.
     python bench.py --student baby-llama-small --teacher llama-small --batch 8   # quick
     python bench.py --only distill --dtypes bf16 --batches 32 --steps 3
     python bench.py --only distill,peer --objectives fw --chunks 0 --caches off,exact,compact --teachers 1,2
+    python bench.py --synthetic                       # the synthetic experiment's steps, before and after
+
+--synthetic measures the default run's own step (vocab 512, sequence 64, batch 32, fp32) for fw-1, rv-1+ and
+rv-1 at each student size, at 1 and 2 threads, along two paths: `before`, the loop as it was before the
+speed work (teachers run every step, loss blocks of 64 rows, the single-step term re-running the teachers on
+the sampled text), and `after`, as run_all.sh runs it now (teacher-forced variants read an exact teacher
+cache, loss blocks of 2^20 elements, the sampler's teacher logits reused). Each row is the whole optimizer
+step (micro-step, gradient clipping, AdamW).
 
 Distillation rows with cache=exact or cache=compact read the teachers' targets from a teacher cache
 (teacher_cache.py) built in the same run on a token stream of 4 batches of windows (build_tok_s: its cost),
@@ -34,7 +42,7 @@ import data as D
 import model as M
 from runtime import cpu_has_amx
 
-V = 16000
+V, T_SEQ = 16000, 128  # vocabulary and sequence length of the rows (--synthetic: 512 and 64)
 
 
 def matmul_peak(device, dtype, n: int = 4096, reps: int = 5) -> float:
@@ -158,10 +166,14 @@ def run_one(args, job: dict) -> dict:
     from losses import cross_entropy
     from runtime import autocast_ctx, configure_optimizer, next_token_targets
     torch.manual_seed(0)
+    if job.get("threads"):
+        torch.set_num_threads(job["threads"])
     device = torch.device(job["device"])
     precision = job["dtype"]
-    B, T = job["batch"], 128
+    B, T = job["batch"], T_SEQ
     out = dict(job)
+    if job["step"] == "variant":
+        return run_variant(args, job, out, device)
     if job["step"] == "score":
         import evaluate as E
         student = M.build_model(M.get_config(args.student, vocab_size=V)).to(device)
@@ -237,6 +249,62 @@ def run_one(args, job: dict) -> dict:
     return out
 
 
+def run_variant(args, job: dict, out: dict, device) -> dict:
+    """One synthetic-size optimizer step of a Table 1 variant along the `before` or `after` path (module doc)."""
+    import distill as DS
+    import losses as L
+    from runtime import configure_optimizer
+    B, T, before = job["batch"], T_SEQ, job["path"] == "before"
+    v = job["variant"]
+    cfg = DS.resolve_variant(DS.DistillConfig(variant=f"ChooBaCa-{v.rstrip('+')}-syn{'+' if v.endswith('+') else ''}",
+                                              precision="fp32", seq_len=T, prompt_len=3 * T // 4,
+                                              single_step_rerun=before))
+    if before:
+        L.BLOCK_ELEMS = 64 * V  # the old fixed 64-row blocks
+    student_cfg = M.get_config(job["student"], vocab_size=V)
+    teacher_cfgs = [M.get_config(p, vocab_size=V, dropout=0.0) for p in [args.teacher, args.teacher2][:cfg.teachers]]
+    student = M.build_model(student_cfg).to(device)
+    teachers = [M.build_model(c).to(device).eval().requires_grad_(False) for c in teacher_cfgs]
+    opt = configure_optimizer(student, 1e-2, 0.0, device)
+    tokens = np.random.default_rng(0).integers(4, V, (4 * B + 1) * T).astype(np.uint16)  # 4B windows
+    caches = None
+    if not before and not cfg.single_step:
+        caches, rate = bench_cache(teachers, "exact", "fp32", tokens, T, device)
+        out["build_tok_s"] = round(rate)
+    out["cache"] = "exact" if caches else "off"
+    g, gen = torch.Generator().manual_seed(0), torch.Generator(device=device).manual_seed(1)
+    lam = DS.lambda_for_epoch(cfg, 0)
+
+    def step():
+        idx = torch.randperm(4 * B, generator=g)[:B]
+        x = D.window_rows(tokens, idx, T).to(device)
+        cached = [c.fetch(idx, device) for c in caches] if caches else None
+        DS.distill_micro_step(student, teachers, x, cfg, lam, lambda loss: loss, gen, targets_cached=cached)
+        torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    for _ in range(3):
+        step()
+    t = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    dt = (time.perf_counter() - t) / args.steps
+    # model FLOPs per corpus token: the student's training step; with a single-step term also its trunk on the
+    # sampled text and the sampler (student and teachers forward over the sequence); else the teachers' forward
+    # (a cache leaves their heads)
+    flops = flops_per_token(student_cfg, T, True)
+    if cfg.single_step:
+        flops += flops_per_token(student_cfg, T, True) + sum(flops_per_token(c, T, False)
+                                                             for c in [student_cfg, *teacher_cfgs])
+    else:
+        flops += sum(2 * c.dim * V if caches else flops_per_token(c, T, False) for c in teacher_cfgs)
+    peak = matmul_peak(device, torch.float32, n=1024)
+    out.update(tokens_per_s=round(B * T / dt), step_ms=round(1000 * dt, 1), mflop_per_token=round(flops / 1e6, 3),
+               gflop_s=round(flops * B * T / dt / 1e9, 1), peak_gflop_s=round(peak / 1e9), peak_frac=round(
+                   flops * B * T / dt / peak, 3))
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--student", default="baby-llama-58m")
@@ -251,15 +319,30 @@ def main(argv=None):
     p.add_argument("--chunks", default="0,32")
     p.add_argument("--only", default="distill,peer,teacher,score", help="peer rows need transformers")
     p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--synthetic", action="store_true", help="the synthetic experiment's steps before and after "
+                                                            "(module doc); other flags: --students, --threads, --steps")
+    p.add_argument("--students", default="baby-llama-syn-d8,baby-llama-syn",
+                   help="--synthetic: student presets")
+    p.add_argument("--threads", default="1,2", help="--synthetic: torch threads per row")
+    p.add_argument("--variants", default="fw-1,rv-1+,rv-1", help="--synthetic: Table 1 variants")
     p.add_argument("--pairs", type=int, default=2000)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--job", default="", help=argparse.SUPPRESS)  # one configuration, in a child process
     args = p.parse_args(argv)
+    global V, T_SEQ
+    if args.synthetic:
+        V, T_SEQ = 512, 64
+        args.teacher, args.teacher2, args.steps = "llama-syn", "gpt2-syn", max(args.steps, 20)
     if args.job:
         print("RESULT " + json.dumps(run_one(args, json.loads(args.job))), flush=True)
         return
     jobs = []
-    for dtype in args.dtypes.split(","):
+    if args.synthetic:
+        jobs = [dict(step="variant", variant=v, student=s, threads=int(n), path=path, batch=32, dtype="fp32")
+                for s in args.students.split(",") for v in args.variants.split(",") for n in args.threads.split(",")
+                for path in ("before", "after")]
+        args.dtypes, args.only = "", ""
+    for dtype in filter(None, args.dtypes.split(",")):
         if "distill" in args.only:
             jobs += [dict(step="distill", objective=o, dtype=dtype, chunk=int(c), batch=int(b), teachers=int(n),
                           cache=cache) for b in args.batches.split(",") for n in args.teachers.split(",")
@@ -272,13 +355,14 @@ def main(argv=None):
         if "score" in args.only:
             jobs.append(dict(step="score", dtype=dtype, batch=0))
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu x{torch.get_num_threads()} threads"
-    print(f"# {name}, torch {torch.__version__}, student {args.student}, teachers {args.teacher} (+ {args.teacher2}), "
-          f"seq 128, vocab {V}")
+    print(f"# {name}, torch {torch.__version__}, student {args.students if args.synthetic else args.student}, teachers {args.teacher} (+ {args.teacher2}), "
+          f"seq {T_SEQ}, vocab {V}")
     print(f"# {machine_summary()}")
     for job in jobs:
         job["device"] = args.device
         child = [sys.executable, os.path.abspath(__file__), "--job", json.dumps(job)] + [
             f"--{k}={v}" for k, v in vars(args).items() if k in ("student", "teacher", "teacher2", "steps", "pairs")]
+        child += ["--synthetic"] if args.synthetic else []
         r = subprocess.run(child, capture_output=True, text=True)
         line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:

@@ -69,6 +69,11 @@ class DistillConfig(TrainConfig):
     alternate_by: str = opt("step", "alternate: switch forward/reverse by step or by epoch", ["step", "epoch"])
     alternate_period: int = opt(1, "alternate: steps (or epochs) per objective")
     prompt_len: Optional[int] = opt(None, "single step: corpus prompt, the rest sampled (None: seq_len / 2)")
+    sample_from: str = opt("mix", "single step: sample the continuation from eq. 2's mixture of teachers and "
+                                  "student (mix, the paper's) or from the student alone (student: on-policy)",
+                           ["mix", "student"])
+    single_step_rerun: bool = opt(False, "single step: run the teachers again on the sampled text instead of "
+                                         "reusing the logits the sampler computed (the same numbers, slower)")
     # the teachers
     teacher_ckpt: Optional[list] = opt(None, "teacher checkpoint paths, overriding the presets' convention")
     teacher1_preset: str = opt("llama-360m", "preset of teacher 1", PRESETS)
@@ -191,20 +196,32 @@ def restore_sampler(generator: torch.Generator, saved, device, rank: int, world:
 
 def sample_single_step(student, teachers, x, cfg: DistillConfig, lam: float, generator=None, sampler=None):
     """MiniLLM's single-step sequences: the prompt x[:, :P] continued for T - P tokens sampled from
-    softmax(z_mix), z_mix = eq. 2 applied to the combined teachers. Returns (sequences (b, T), mask (b, T)
-    of the positions whose logits predict a sampled token). `sampler`, when given, is a model in the compute
-    dtype that receives the student's current weights (autocast would otherwise re-cast every weight at
-    each of the T - P decoding steps)."""
-    b, T = x.shape
-    P = cfg.prompt_len
+    softmax(z_mix), z_mix = eq. 2 applied to the combined teachers (--sample-from student: the student's
+    own logits, on-policy). Returns (sequences (b, T), each teacher's
+    logits (b, T - P, V) at positions P-1 .. T-2, the predictions of the sampled tokens: the sampler computed
+    them to draw the tokens, and the KD term needs exactly these). `sampler`, when given, is a model in the
+    compute dtype that receives the student's current weights (autocast would otherwise re-cast every weight
+    at each of the T - P decoding steps)."""
+    T, P = x.shape[1], cfg.prompt_len
     mix = lambda zs: mix_logits(combine_teachers(zs[1:]), zs[0], lam)  # noqa: E731 (zs[0] is the student)
+    if cfg.sample_from == "student":  # on-policy: the student's own distribution
+        mix = lambda zs: zs[0]  # noqa: E731
     if sampler is not None:
         sampler.load_state_dict(student.state_dict())  # this step's weights, cast once
     with autocast_ctx(x.device, cfg.precision):
-        seq = M.generate([sampler or student, *teachers], x[:, :P], T - P, mix=mix, generator=generator)  # (b, T)
-    mask = torch.zeros(b, T, dtype=torch.bool, device=x.device)
-    mask[:, P - 1:T - 1] = True  # logits at P-1 .. T-2 predict the sampled tokens
-    return seq, mask
+        seq, seen = M.generate([sampler or student, *teachers], x[:, :P], T - P, mix=mix, generator=generator,
+                               return_logits=True)  # (b, T), each (b, T - P, V)
+    return seq, seen[1:]
+
+
+class Logits:
+    """Teacher logits already computed (the single-step sampler's), with the interface of TC.Hidden."""
+
+    def __init__(self, z: torch.Tensor):
+        self.z = z
+
+    def logits(self, teacher, s: int, e: int, student: torch.Tensor = None) -> torch.Tensor:
+        return self.z[:, s:e]
 
 
 def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, backward_scale, generator=None,
@@ -217,37 +234,40 @@ def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, bac
     back-propagated at once into a detached copy of the hidden states, whose gradient then flows through
     the trunk in one backward. Value and gradients equal the unchunked loss; only one chunk's (b, k, V)
     logits exist at a time. `backward_scale(loss)` applies 1/grad_accum and the fp16 loss scale.
-    With single step, the KD term is computed on sample_single_step's sequences, CE stays on x.
+    With single step, the KD term is computed on sample_single_step's sequences at the T - P positions that
+    predict sampled tokens, against the teacher logits the sampler computed (cfg.single_step_rerun: the
+    teachers run again on the sampled text; the same numbers to float rounding, slower); CE stays on x.
     `targets_cached`: the teachers' targets of x read from a teacher cache (TC.Hidden or TC.TopK each),
     in place of running the teachers.
     """
     b, T = x.shape
     targets = next_token_targets(x)  # (b, T)
-    kd_x, kd_mask = x, None
+    kd_x, kd_lo, kd_hi = x, 0, T  # the KD term's text and the positions it counts
     if cfg.single_step:
         assert targets_cached is None, "the single-step term runs the teachers on sampled text"
-        kd_x, kd_mask = sample_single_step(student, teachers, x, cfg, lam, generator, sampler)
+        kd_x, sampled = sample_single_step(student, teachers, x, cfg, lam, generator, sampler)
+        kd_lo, kd_hi = cfg.prompt_len - 1, T - 1  # logits at P-1 .. T-2 predict the sampled tokens
+        targets_cached = None if cfg.single_step_rerun else [Logits(z) for z in sampled]
     n_ce = (targets != -100).sum()
-    n_kd = b if cfg.kd_norm == "batch" else (kd_mask.sum() if kd_mask is not None else b * T)
+    n_kd = b if cfg.kd_norm == "batch" else b * (kd_hi - kd_lo)
     with autocast_ctx(x.device, cfg.precision):
         h = student.hidden(x if kd_x is x else torch.cat([x, kd_x]))  # (b or 2b, T, C)
         if targets_cached is None:
             with torch.no_grad():
-                targets_cached = [TC.Hidden(t.hidden(kd_x)) for t in teachers]  # each (b, T, C_t)
+                targets_cached = [TC.Hidden(t.hidden(kd_x)[:, kd_lo:kd_hi]) for t in teachers]  # (b, kd_hi - kd_lo, C_t)
     h_detached = h.detach().requires_grad_()
-    h_ce, h_kd = h_detached[:b], h_detached[b:] if kd_x is not x else None
+    h_ce, h_kd = h_detached[:b], h_detached[b:, kd_lo:kd_hi] if kd_x is not x else None
     k = cfg.chunk_size or T
     ce_total = kd_total = torch.zeros((), device=x.device)
     for s in range(0, T, k):
         # .contiguous(): a strided slice sends a CPU bf16 matmul down a path 77 times slower
         with autocast_ctx(x.device, cfg.precision):
             z_ce = student.head(h_ce[:, s:s + k].contiguous())  # (b, k, V)
-            z_kd = z_ce if h_kd is None else student.head(h_kd[:, s:s + k].contiguous())
+            z_kd = z_ce if h_kd is None else student.head(h_kd[:, s:s + k].contiguous())  # single step: (b, T - P, V)
             with torch.no_grad():
-                z_teachers = [tt.logits(t, s, s + k, z_kd) for t, tt in zip(teachers, targets_cached)]  # (b, k, V)
+                z_teachers = [tt.logits(t, s, s + k, z_kd) for t, tt in zip(teachers, targets_cached)]  # like z_kd
         ce = cross_entropy(z_ce, targets[:, s:s + k], normalizer=n_ce)
-        mask = kd_mask[:, s:s + k] if kd_mask is not None else None
-        kd = kd_loss(z_kd, z_teachers, objective or cfg.objective, cfg.temperature, lam, cfg.teacher_combine, mask,
+        kd = kd_loss(z_kd, z_teachers, objective or cfg.objective, cfg.temperature, lam, cfg.teacher_combine, None,
                      n_kd, rv_weight=cfg.rv_weight, skew=cfg.skew)
         backward_scale(cfg.alpha * ce + (1 - cfg.alpha) * kd).backward()
         ce_total, kd_total = ce_total + ce.detach().float(), kd_total + kd.detach().float()

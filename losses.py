@@ -97,10 +97,16 @@ OBJECTIVES = {"fw": forward_kl, "rv": reverse_kl}
 #   forward KL(p || q): d/dz_S = (q - p) / T;   reverse KL(q || p): d/dz_S = q (log q - log p - KL) / T;
 #   cross-entropy: d/dz = softmax(z) - onehot(y).
 
+BLOCK_ELEMS = 1 << 17  # CPU: elements per block at least, 512 KB in fp32 (the floor is 64 rows)
+
+
 def block_rows(x: torch.Tensor) -> int:
-    """Rows per block: on a CPU 64 x 16000 fp32 = 4 MB stays in cache; on a GPU a Python loop over small
-    blocks would cost a kernel launch per block, so blocks are thousands of rows."""
-    return 64 if x.device.type == "cpu" else 4096
+    """Rows per block: on a CPU at least 64 rows and BLOCK_ELEMS elements (64 rows of a 16000 vocabulary, 256
+    of a 512 one): a block stays in cache, and each op over it is large enough that per-op overhead does not
+    dominate (blocks of 64 rows of a 512 vocabulary spent more time dispatching than computing; blocks of 4 MB
+    spent it in page faults of fresh allocations). On a GPU a Python loop over small blocks would cost a
+    kernel launch per block, so blocks are thousands of rows."""
+    return max(64, BLOCK_ELEMS // x.shape[-1]) if x.device.type == "cpu" else 4096
 
 
 class _FusedKD(torch.autograd.Function):

@@ -112,6 +112,29 @@ def reference_sets(teacher, tok, pcfg, device, n: int = 1000, seed: int = 0) -> 
             "true": true_ids, "true_lp": pcfg.logprob(true)}
 
 
+def cached_reference_sets(teacher, teacher_path: str, tok, pcfg, device, n: int = 1000, seed: int = 0) -> dict:
+    """reference_sets computed once per teacher checkpoint and stored beside it,
+    <teacher dir>/eval/reference-<teacher sha>-n<n>-s<seed>.json; a file whose recorded key (teacher and
+    tokenizer hashes, n, seed) differs from this call's is refused, as the teacher cache refuses one."""
+    key = {"teacher_sha": D.hash_files([teacher_path]), "tokenizer_sha": tok.sha, "n": n, "seed": seed}
+    path = os.path.join(os.path.dirname(os.path.abspath(teacher_path)), "eval",
+                        f"reference-{key['teacher_sha'][:12]}-n{n}-s{seed}.json")
+    if os.path.isfile(path):
+        try:
+            with open(path) as f:
+                saved = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"unreadable reference sets {path} ({e}): delete it to recompute") from None
+        if saved.get("key") != key:
+            raise ValueError(f"reference sets {path} were made for {saved.get('key')}, not {key}: delete it to "
+                             f"recompute")
+        return {k: np.array(v) if k.endswith("_lp") else v for k, v in saved["sets"].items()}
+    ref = reference_sets(teacher, tok, pcfg, device, n, seed)
+    write_json({"key": key, "sets": {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in ref.items()}},
+               path)
+    return ref
+
+
 def grammatical(sents: list, tok, pcfg) -> tuple:
     """(is grammatical (bool array), exact log p_true, -inf where not) of sampled token lists."""
     done = np.array([bool(s) and s[-1] == tok.eos_id for s in sents])
@@ -237,11 +260,11 @@ def measure_run(run_dir: str, teacher_path: str = "", eval_dir: str = "", n: int
     teacher = M.load_model(teacher_path, device)[0].eval()
     synthetic = ckpt.get("config", {}).get("data") == "synthetic"
     pcfg = G.PCFG() if synthetic else None
-    ref = reference_sets(teacher, tok, pcfg, device, n) if synthetic else {
+    ref = cached_reference_sets(teacher, teacher_path, tok, pcfg, device, n) if synthetic else {
         "teacher_samples": (t := sample_sentences(teacher, n, tok, device, 10_000)),
         "teacher_lp": sentence_logprobs(teacher, t, tok, device)}
     suites = load_zero_shot(eval_dir, ["blimp"]) if eval_dir else {}
-    out = {"run": run_dir, "teacher": teacher_path, "n": n, "along": []}
+    out = {"run": run_dir, "teacher": teacher_path, "n": n, "params": student.num_params(), "along": []}
     for step, path in points:
         model = M.load_model(path, device)[0].eval()
         items = sequence_measures(model, teacher, tok, pcfg, ref, device, n)

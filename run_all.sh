@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # The whole reproduction, data to results.md.
 #
-#   bash run_all.sh                       # no BabyLM data: the synthetic experiment (README), ~8-20 min on 2 cores
+#   bash run_all.sh                       # no BabyLM data: the synthetic experiment (README), ~25 min on 2 cores
+#   SCALE=capacity bash run_all.sh        # the synthetic experiment plus students of five capacities
 #   BABYLM_DIR=../shared/data/corpus BABYLM_EVAL_DIR=../shared/data/eval bash run_all.sh   # real data, CPU scale
 #   SCALE=paper bash run_all.sh           # the paper's sizes and schedules (a GPU)
 #   FORCE=1 bash run_all.sh               # rerun stages whose outputs exist
 #   EXTRA=0 bash run_all.sh               # without the objectives beyond the paper
 #
-# Settings (environment): SCALE = synthetic | tiny | cpu | paper (default: synthetic without BabyLM data,
+# Settings (environment): SCALE = synthetic | capacity | tiny | cpu | paper (default: synthetic without BabyLM data,
 # else paper on a GPU and cpu otherwise); WORK (out), RESULTS (results.md), JOBS (parallel runs, default 2 on
 # the synthetic scales), SEEDS (3 synthetic, 1 otherwise), EXTRA (1), ABLATION (1: the T = 1 rows).
 # GPUs: NPROC=N runs every training stage under `torchrun --nproc_per_node N` (default 1: plain python);
 # TEACHER2_MICRO=16 (say) bounds gpt2-705m's micro-batch on GPUs with less than ~45 GB.
 # TEACHER_CACHE=exact | compact: every distillation run reads the teachers' targets from a cache built once per
 # teacher and data set (README "Teacher cache"; fixed windows for every variant, single-step ones still run the
-# teachers); default off.
+# teachers); default exact on the synthetic scales (each run sees under one epoch), off otherwise.
 # Data: BABYLM_DIR (2024 layout), BABYLM_2023_DIR (2023 layout), BABYLM_EVAL_DIR (the pipeline's evaluation_data).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -33,19 +34,19 @@ if [ -z "${SCALE:-}" ]; then
   if [ ${#DATASETS[@]} -eq 0 ]; then SCALE=synthetic
   elif python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then SCALE=paper; else SCALE=cpu; fi
 fi
-case "$SCALE" in synthetic|tiny) SYN=1 ;; cpu|paper) SYN=0 ;;
-  *) echo "run_all.sh: unknown SCALE=$SCALE (use synthetic, tiny, cpu or paper)" >&2; exit 2 ;; esac
+case "$SCALE" in synthetic|capacity|tiny) SYN=1 ;; cpu|paper) SYN=0 ;;
+  *) echo "run_all.sh: unknown SCALE=$SCALE (use synthetic, capacity, tiny, cpu or paper)" >&2; exit 2 ;; esac
 if [ "$SYN" = 0 ] && [ ${#DATASETS[@]} -eq 0 ]; then
   echo "run_all.sh: SCALE=$SCALE needs BabyLM data: set BABYLM_DIR (2024 layout, https://osf.io/ad7qg/) or unset SCALE" >&2
   exit 2
 fi
 JOBS=${JOBS:-$([ "$SYN" = 1 ] && echo 2 || echo 1)}
-SEEDS=${SEEDS:-$([ "$SCALE" = synthetic ] && echo 3 || echo 1)}
-EXTRA=${EXTRA:-$([ "$SCALE" = tiny ] && echo 0 || echo 1)}
-ABLATION=${ABLATION:-$([ "$SCALE" = synthetic ] && echo 1 || echo 0)}
+SEEDS=${SEEDS:-$([ "$SYN" = 1 ] && [ "$SCALE" != tiny ] && echo 3 || echo 1)}
+EXTRA=${EXTRA:-$([ "$SYN" = 1 ] && echo 0 || echo 1)}
+ABLATION=${ABLATION:-0}
 THREADS=$(( $(python -c "import os; print(os.cpu_count() or 1)") / JOBS )); [ "$THREADS" -ge 1 ] || THREADS=1
 NPROC=${NPROC:-1}
-TEACHER_CACHE=${TEACHER_CACHE:-off}
+TEACHER_CACHE=${TEACHER_CACHE:-$([ "$SYN" = 1 ] && echo exact || echo off)}
 case "$TEACHER_CACHE" in off|exact|compact) ;;
   *) echo "run_all.sh: unknown TEACHER_CACHE=$TEACHER_CACHE (use off, exact or compact)" >&2; exit 2 ;; esac
 if [ "$NPROC" -gt 1 ]; then TRAIN=(torchrun --standalone --nproc_per_node "$NPROC"); else TRAIN=(python); fi
@@ -54,12 +55,12 @@ TIMES="$WORK/stage_times.tsv"
 stage() {  # stage NAME OUTPUT command...: skipped when it finished before and OUTPUT exists (FORCE=1 reruns).
   # "Finished" is a marker written after success, so a run killed half-way is redone, not mistaken for done.
   local name=$1 output=$2; shift 2
-  local marker="$WORK/.done/${name// /_}"
+  local marker="$WORK/.done/${name//[ \/]/_}" log="$WORK/logs/${name//[ \/]/_}.log"
   if [ -e "$marker" ] && [ -e "$output" ] && [ "$FORCE" != 1 ]; then echo "== $name: done before, skipped"; return 0; fi
   echo "== $name: $*"
   local t0; t0=$(date +%s)
-  if ! "$@" > "$WORK/logs/${name// /_}.log" 2>&1; then
-    echo "run_all.sh: stage '$name' failed; its output: $WORK/logs/${name// /_}.log" >&2; tail -5 "$WORK/logs/${name// /_}.log" >&2
+  if ! "$@" > "$log" 2>&1; then
+    echo "run_all.sh: stage '$name' failed; its output: $log" >&2; tail -5 "$log" >&2
     return 1
   fi
   mkdir -p "$WORK/.done" && touch "$marker"
@@ -79,17 +80,23 @@ drain() {  # wait for every pooled stage; the first failure stops the run
 # ---- scale: models, step caps, seeds ---------------------------------------------------------------------
 if [ "$SYN" = 1 ]; then
   DATASETS=(synthetic); DATA_DIR="$WORK/babylm_synthetic"; EVAL_DIR="$DATA_DIR/evaluation_data"
-  STUDENT=baby-llama-syn; T1=llama-syn; T2=gpt2-syn
+  STUDENT=baby-llama-syn-d8; T1=llama-syn; T2=gpt2-syn
   COMMON=(--data-dir "$DATA_DIR" --vocab-size 512 --separator both --seq-len 64 --batch-size 32 --micro-batch $((32 / NPROC))
           --device cpu --precision fp32 --eval-max-seqs 256)
-  if [ "$SCALE" = synthetic ]; then
-    # sized for 20 minutes on a 2-core AVX2-only CPU: 300 teacher steps reach within ~0.03 nats/token of the
-    # true entropy; the single-step term samples the last 16 of 64 tokens (about two sentences)
-    N_TRAIN=120000; TEACHER_FLAGS=(--max-steps 300 --warmup 30 --lr 3e-3 --eval-every 100)
-    DISTILL_FLAGS=(--max-steps 200 --warmup 20 --lr 1e-2 --eval-every 50 --keep-every 50 --prompt-len 48); SAMPLES=1000
-  else  # tiny: the pipeline end to end in well under a minute (tests/test_run_all.py)
+  # Students: baby-llama-syn-<size>, one layer of width 4 to 64 (d32 is baby-llama-syn); MAIN is the
+  # capacity-limited size of the ladder and the paper's variants. BUDGET: steps of a full run (each run is a
+  # whole schedule); B/2 runs show convergence, B/8 runs the verdicts early on. LRS: the sweep per objective.
+  MAIN=d8
+  if [ "$SCALE" = tiny ]; then  # the pipeline end to end in about a minute (tests/test_run_all.py)
     N_TRAIN=3000; TEACHER_FLAGS=(--max-steps 6 --warmup 2 --lr 3e-3 --eval-every 3)
-    DISTILL_FLAGS=(--max-steps 4 --warmup 1 --lr 1e-2 --eval-every 2 --keep-every 2 --prompt-len 48); SAMPLES=50
+    BUDGET=8; LRS="3e-2"; SIZES="d4 d8"; SAMPLES=50; LADDER_CELLS="ap-rv ap-fw a-fw a-rv"
+  else
+    # 600 teacher steps bring teacher 1 within 0.01 nats/token of the true entropy; 360k sentences (about
+    # 3.2M tokens) are more than one epoch of the longest student run, so fixed windows (the teacher cache)
+    # and fresh random offsets both show every student each token at most once
+    N_TRAIN=360000; TEACHER_FLAGS=(--max-steps 600 --warmup 60 --lr 3e-3 --eval-every 200)
+    BUDGET=1000; LRS="3e-3 1e-2 3e-2"; SAMPLES=1000; LADDER_CELLS="ap-rv ap-fw a-fw a-rv b-fw b-rv c-rv d-fw d-rv"
+    SIZES=$([ "$SCALE" = capacity ] && echo "d4 d8 d16 d32 d64" || echo "d8")
   fi
 else
   EVAL_DIR=${BABYLM_EVAL_DIR:-data/evaluation_data}; COMMON=()
@@ -107,20 +114,34 @@ else
 fi
 
 # ---- what it will do, and about how long ------------------------------------------------------------------
-N_RUNS=$(( 6 * SEEDS * ${#DATASETS[@]} + (EXTRA == 1 ? 4 : 0) + (ABLATION == 1 ? 2 : 0) ))
+if [ "$SYN" = 1 ]; then  # the sweep; the paper's six at 3 budgets; 9 more ladder cells and 2 per other size at 2
+  N_SIZES=$(wc -w <<< "$SIZES"); N_LRS=$(wc -w <<< "$LRS")
+  N_RUNS=$(( 2 * N_LRS + 18 * SEEDS + 2 * $(wc -w <<< "$LADDER_CELLS") * SEEDS + 4 * SEEDS * (N_SIZES - 1) ))
+else
+  N_RUNS=$(( 6 * SEEDS * ${#DATASETS[@]} + (EXTRA == 1 ? 4 : 0) + (ABLATION == 1 ? 2 : 0) ))
+fi
 PROBE=$(python -c "
 import time, torch
 torch.set_num_threads($THREADS); a = torch.randn(256, 256); t = time.perf_counter(); n = 0
 while time.perf_counter() - t < 0.3: a @ a; n += 1
 print(round(2 * 256 ** 3 * n / (time.perf_counter() - t) / 1e9))")
 case "$SCALE" in  # minutes measured on the README's machines, scaled by this CPU's fp32 matmul rate (a 0.3 s probe)
-  synthetic) MINUTES=$(python -c "print(round(8.8 * 181 / max($PROBE, 1), 1))") ;;  # 8.8 min at 181 on the AMX machine
-  tiny) MINUTES=0.5 ;; cpu) MINUTES="40 or more" ;; paper) MINUTES="days on one GPU" ;;
+  synthetic) MINUTES=$(python -c "print(round(25 * 206 / max($PROBE, 1), 1))") ;;  # measured at 206 on the AMX machine
+  capacity) MINUTES=$(python -c "print(round(40 * 206 / max($PROBE, 1), 1))") ;;
+  tiny) MINUTES=1 ;; cpu) MINUTES="40 or more" ;; paper) MINUTES="days on one GPU" ;;
 esac
+if [ "$SYN" = 1 ]; then
+  echo "run_all.sh: SCALE=$SCALE on synthetic: teachers $T1 and $T2, students of size(s) $SIZES (main $MAIN);"\
+       "$N_RUNS distillation runs (a learning-rate sweep, then the paper's six variants and the ablation ladder x"\
+       "$SEEDS seed(s) at $BUDGET, $((BUDGET / 2)) and $((BUDGET / 8)) steps$([ "$N_SIZES" -gt 1 ] && echo \
+       ", fw-1 and rv-1+ at every size")), $JOBS at a time, teacher cache $TEACHER_CACHE; then the mode-seeking"\
+       "measures, a positive control, and $RESULTS."
+else
 echo "run_all.sh: SCALE=$SCALE on ${DATASETS[*]}: teachers $T1 and $T2, student $STUDENT; $N_RUNS distillation runs"\
      "(the paper's six variants x $SEEDS seed(s) per data set$([ "$EXTRA" = 1 ] && echo ", 4 objectives beyond the paper")$([ "$ABLATION" = 1 ] && echo ", 2 at T = 1")),"\
      "$JOBS at a time$([ "$TEACHER_CACHE" != off ] && echo ", teacher cache $TEACHER_CACHE"); then"\
-     "$([ "$SYN" = 1 ] && echo "the mode-seeking measures, a positive control," || echo "evaluation,") and $RESULTS."
+     "evaluation, and $RESULTS."
+fi
 echo "run_all.sh: about $MINUTES minutes here (fp32 probe $PROBE GFLOP/s at $THREADS thread(s) per job). Stage logs: $WORK/logs/"
 
 # ---- stage 1: data, tokenizer and token caches --------------------------------------------------------------
@@ -145,32 +166,86 @@ for d in "${DATASETS[@]}"; do
 done
 drain
 
-# ---- stage 3: distillation: the paper's six variants per data set, seeds, beyond-the-paper objectives, T = 1 ------
+# ---- stage 3: distillation ------------------------------------------------------------------------------------
 RUNS=()
-distill_run() {  # distill_run TAG VARIANT SEED [flags...]: e.g. 24 rv-1+ 0 -> ChooBaCa-rv-1-24+ (seed 0)
-  local tag=$1 v=$2 seed=$3; shift 3
-  local name="ChooBaCa-${v%+}-$tag${v//[^+]/}"
-  local dir="$WORK/$name"
-  [ "$seed" = 0 ] || dir="$dir-s$seed"
-  [ $# -eq 0 ] || dir="$dir-T1"
-  RUNS+=("$dir")
-  pool "distill ${dir#"$WORK"/}" "$dir/ckpt_best.pt" \
-    "${TRAIN[@]}" distill.py --variant "$name" --preset "$STUDENT" --teacher1-preset "$T1" --teacher2-preset "$T2" \
-      --work-dir "$WORK" --out-dir "$dir" --seed "$seed" --teacher-cache "$TEACHER_CACHE" "${COMMON[@]}" \
-      "${DISTILL_FLAGS[@]}" "$@"
-}
-for d in "${DATASETS[@]}"; do
-  tag=$(python -c "import distill; print(distill.DATA_TAG['$d'])")
-  for seed in $(seq 0 $((SEEDS - 1))); do
-    for v in rv-2 rv-1 fw-2 fw-1 rv-2+ rv-1+; do distill_run "$tag" "$v" "$seed"; done  # single-step ones first
+if [ "$SYN" = 1 ]; then
+  preset_of() { if [ "$1" = d32 ]; then echo baby-llama-syn; else echo "baby-llama-syn-$1"; fi; }
+  syn_run() {  # syn_run SIZE CELL STEPS SEED LR flags...: one student in runs/SIZE/CELL/bSTEPS-sSEED
+    local size=$1 cell=$2 steps=$3 seed=$4 lr=$5; shift 5
+    local dir="$WORK/runs/$size/$cell/b$steps-s$seed"
+    case "$cell" in sweep-*) ;; *) RUNS+=("$dir") ;; esac  # the sweep is judged on validation CE only
+    pool "distill ${dir#"$WORK"/}" "$dir/ckpt_best.pt" \
+      "${TRAIN[@]}" distill.py --data synthetic --preset "$(preset_of "$size")" --teacher1-preset "$T1" \
+        --teacher2-preset "$T2" --work-dir "$WORK" --out-dir "$dir" --seed "$seed" --lr "$lr" --max-steps "$steps" \
+        --warmup $(( steps >= 10 ? steps / 10 : 1 )) --eval-every $(( steps >= 2 ? steps / 2 : 1 )) \
+        --teacher-cache "$TEACHER_CACHE" --prompt-len 48 "${COMMON[@]}" "$@"
+  }
+  paper_flags() {  # fw-1 -> --variant ChooBaCa-fw-1-syn, rv-2+ -> --variant ChooBaCa-rv-2-syn+
+    echo "--variant ChooBaCa-${1%+}-syn${1//[^+]/}"
+  }
+  ladder_flags() {  # the ablation ladder's rungs beyond the paper's variants (README "The ablation ladder")
+    local o=${1#*-} tf="--no-single-step --no-progressive --chunk-size 0 --teachers 1"
+    case "${1%-*}" in
+      a) echo "--objective $o --alpha 0 --temperature 1 --no-mixing $tf" ;;    # pure KD, T = 1, corpus prefixes
+      b) echo "--objective $o --alpha 0 --temperature 2 --no-mixing $tf" ;;    # T = 2
+      c) echo "--objective $o --alpha 0.5 --temperature 2 --no-mixing $tf" ;;  # half CE (c-fw is fw-1)
+      d) echo "--objective $o --alpha 0.5 --temperature 2 --mixing $tf" ;;     # eq. 2, constant lambda
+      ap) echo "--objective $o --alpha 0 --temperature 1 --no-mixing --single-step --sample-from student"\
+               "--no-progressive --chunk-size 0 --teachers 1" ;;            # pure KD on the student's own samples
+    esac
+  }
+  lr_of() { case "$1" in *fw*) echo "$LR_FW" ;; *) echo "$LR_RV" ;; esac; }
+  # 1. the learning-rate sweep: fw-1 and rv-1+ at the main size, one seed, judged on validation CE
+  for lr in $LRS; do
+    for v in fw-1 rv-1+; do syn_run "$MAIN" "sweep-$v-lr$lr" "$BUDGET" 0 "$lr" $(paper_flags "$v"); done
   done
-  if [ "$ABLATION" = 1 ]; then
-    for v in fw-1 rv-1+; do distill_run "$tag" "$v" 0 --temperature 1; done  # one row per objective
+  drain
+  LR_FW=$(python synthetic_report.py --best-lr "$WORK/runs/$MAIN" fw-1)
+  LR_RV=$(python synthetic_report.py --best-lr "$WORK/runs/$MAIN" rv-1+)
+  echo "== learning rates (lowest validation CE of the sweep): forward KL $LR_FW, reverse KL $LR_RV"
+  # 2. the paper's six at B, B/2, B/8 and the ladder's other cells at B, B/2, at the main size; single-step first
+  for seed in $(seq 0 $((SEEDS - 1))); do
+    for steps in "$BUDGET" $((BUDGET / 2)) $((BUDGET / 8 > 0 ? BUDGET / 8 : 1)); do
+      for v in rv-2 rv-1 fw-2 fw-1 rv-2+ rv-1+; do syn_run "$MAIN" "$v" "$steps" "$seed" "$(lr_of "$v")" $(paper_flags "$v"); done
+    done
+    for steps in "$BUDGET" $((BUDGET / 2)); do
+      for c in $LADDER_CELLS; do
+        syn_run "$MAIN" "$c" "$steps" "$seed" "$(lr_of "$c")" $(ladder_flags "$c")
+      done
+      # 3. the other capacities: fw-1 and rv-1+
+      for size in $SIZES; do
+        [ "$size" = "$MAIN" ] && continue
+        for v in fw-1 rv-1+; do syn_run "$size" "$v" "$steps" "$seed" "$(lr_of "$v")" $(paper_flags "$v"); done
+      done
+    done
+  done
+else
+  distill_run() {  # distill_run TAG VARIANT SEED [flags...]: e.g. 24 rv-1+ 0 -> ChooBaCa-rv-1-24+ (seed 0)
+    local tag=$1 v=$2 seed=$3; shift 3
+    local name="ChooBaCa-${v%+}-$tag${v//[^+]/}"
+    local dir="$WORK/$name"
+    [ "$seed" = 0 ] || dir="$dir-s$seed"
+    [ $# -eq 0 ] || dir="$dir-T1"
+    RUNS+=("$dir")
+    pool "distill ${dir#"$WORK"/}" "$dir/ckpt_best.pt" \
+      "${TRAIN[@]}" distill.py --variant "$name" --preset "$STUDENT" --teacher1-preset "$T1" --teacher2-preset "$T2" \
+        --work-dir "$WORK" --out-dir "$dir" --seed "$seed" --teacher-cache "$TEACHER_CACHE" "${COMMON[@]}" \
+        "${DISTILL_FLAGS[@]}" "$@"
+  }
+  for d in "${DATASETS[@]}"; do
+    tag=$(python -c "import distill; print(distill.DATA_TAG['$d'])")
+    for seed in $(seq 0 $((SEEDS - 1))); do
+      for v in rv-2 rv-1 fw-2 fw-1 rv-2+ rv-1+; do distill_run "$tag" "$v" "$seed"; done  # single-step ones first
+    done
+    if [ "$ABLATION" = 1 ]; then
+      for v in fw-1 rv-1+; do distill_run "$tag" "$v" 0 --temperature 1; done  # one row per objective
+    fi
+  done
+  if [ "$EXTRA" = 1 ]; then
+    tag=$(python -c "import distill; print(distill.DATA_TAG['${DATASETS[0]}'])")
+    for v in hybrid-1+ alternate-1 srkl-1+ rvavg-2+; do distill_run "$tag" "$v" 0; done
   fi
-done
-if [ "$EXTRA" = 1 ]; then
-  tag=$(python -c "import distill; print(distill.DATA_TAG['${DATASETS[0]}'])")
-  for v in hybrid-1+ alternate-1 srkl-1+ rvavg-2+; do distill_run "$tag" "$v" 0; done
+  drain
 fi
 drain
 

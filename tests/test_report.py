@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import report as R
+import synthetic_report as SR
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,10 +47,10 @@ def test_synthetic_verdicts_name_the_signature():
                           "recall_kl": list(rng.normal(recall_kl, 0.05, 800))}}
     seeking = [run(0.9, 0.30) for _ in range(3)]
     covering = [run(0.6, 0.10) for _ in range(3)]
-    cells, text = R.verdict(seeking, covering)
+    cells, text = SR.verdict(seeking, covering)
     assert text == "the mode-seeking signature: higher precision, lower recall"
     assert cells[0].startswith("+30") and "~" not in cells[0]
-    cells, text = R.verdict(covering, [run(0.6, 0.10) for _ in range(3)])
+    cells, text = SR.verdict(covering, [run(0.6, 0.10) for _ in range(3)])
     assert text == "within noise on both" and cells[0].endswith("~")
 
 
