@@ -40,6 +40,7 @@ import torch
 
 import data as D
 import model as M
+from cli import guard
 from runtime import cpu_has_amx
 
 V, T_SEQ = 16000, 128  # vocabulary and sequence length of the rows (--synthetic: 512 and 64)
@@ -305,6 +306,7 @@ def run_variant(args, job: dict, out: dict, device) -> dict:
     return out
 
 
+@guard
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--student", default="baby-llama-58m")
@@ -318,7 +320,7 @@ def main(argv=None):
     p.add_argument("--objectives", default="fw,rv")
     p.add_argument("--chunks", default="0,32")
     p.add_argument("--only", default="distill,peer,teacher,score", help="peer rows need transformers")
-    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--steps", type=int, default=None, help="timed steps per row (default 2; --synthetic 20)")
     p.add_argument("--synthetic", action="store_true", help="the synthetic experiment's steps before and after "
                                                             "(module doc); other flags: --students, --threads, --steps")
     p.add_argument("--students", default="baby-llama-syn-d8,baby-llama-syn",
@@ -330,9 +332,12 @@ def main(argv=None):
     p.add_argument("--job", default="", help=argparse.SUPPRESS)  # one configuration, in a child process
     args = p.parse_args(argv)
     global V, T_SEQ
+    for preset in [args.student, args.teacher, args.teacher2, *args.students.split(",")]:
+        M.get_config(preset)  # an unknown preset is one line here, not an error row per configuration
     if args.synthetic:
         V, T_SEQ = 512, 64
-        args.teacher, args.teacher2, args.steps = "llama-syn", "gpt2-syn", max(args.steps, 20)
+        args.teacher, args.teacher2 = "llama-syn", "gpt2-syn"
+    args.steps = args.steps or (20 if args.synthetic else 2)
     if args.job:
         print("RESULT " + json.dumps(run_one(args, json.loads(args.job))), flush=True)
         return
@@ -355,7 +360,8 @@ def main(argv=None):
         if "score" in args.only:
             jobs.append(dict(step="score", dtype=dtype, batch=0))
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu x{torch.get_num_threads()} threads"
-    print(f"# {name}, torch {torch.__version__}, student {args.students if args.synthetic else args.student}, teachers {args.teacher} (+ {args.teacher2}), "
+    student = args.students if args.synthetic else args.student
+    print(f"# {name}, torch {torch.__version__}, student {student}, teachers {args.teacher} (+ {args.teacher2}), "
           f"seq {T_SEQ}, vocab {V}")
     print(f"# {machine_summary()}")
     for job in jobs:

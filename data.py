@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 import urllib.request
 import zipfile
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 import grammar as G
+from cli import guard
 
 LAYOUTS = {  # data set -> (train folder, sources, dev folder)
     "2024": ("train_10M", ["bnc_spoken", "childes", "gutenberg", "open_subtitles", "simple_wiki", "switchboard"], "dev"),
@@ -208,6 +208,11 @@ def hf_tokenizer_files(model_path: str, max_len: int) -> dict:
 
 # ---------------------------------------------------------------------------------------------------------
 # token caches
+
+
+def read_jsonl(path: str) -> list:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def hash_files(paths: list, extra: str = "") -> str:
@@ -427,8 +432,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    guard(main)()

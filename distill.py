@@ -12,7 +12,6 @@ with --teacher-ckpt. Shape legend: B batch, T time, C = dim, V vocab, P prompt l
 """
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -22,11 +21,13 @@ from tqdm import tqdm
 
 import model as M
 import teacher_cache as TC
+from cli import guard
 from losses import alternate_objective, combine_teachers, cross_entropy, kd_loss, lambda_schedule, mix_logits
-from parallel import GradReducer, broadcast_params, gather_objects, global_mean
+from parallel import SAMPLER_STREAM, GradReducer, broadcast_params, gather_objects, global_mean, rank_seed
 from runtime import (RunLog, TrainConfig, autocast_ctx, check_finite, check_resume, configure_optimizer,
                      estimate_val_loss, get_device, get_lr, load_checkpoint, next_token_targets, opt, parse_config,
-                     prepare_run, resolve_precision, save_checkpoint, save_snapshot, set_determinism, set_seed)
+                     prepare_run, resolve_precision, save_checkpoint, save_snapshot, set_determinism, set_seed,
+                     write_config)
 
 VARIANT_RE = re.compile(r"^ChooBaCa-(fw|rv|rvavg|hybrid|alternate|sfkl|srkl)-([12])-(23|24|syn)(\+?)$")
 OBJECTIVES = ["fw", "rv", "hybrid", "alternate", "sfkl", "srkl"]  # the paper's two, then beyond it
@@ -190,18 +191,18 @@ def restore_sampler(generator: torch.Generator, saved, device, rank: int, world:
     if isinstance(saved, dict) and saved.get("device") == device.type and len(saved["states"]) == world:
         generator.set_state(saved["states"][rank])
         return True
-    generator.manual_seed((seed + 2 + rank) * 100_003 + step)
+    generator.manual_seed(rank_seed(seed, rank, SAMPLER_STREAM, step))
     return False
 
 
 def sample_single_step(student, teachers, x, cfg: DistillConfig, lam: float, generator=None, sampler=None):
     """MiniLLM's single-step sequences: the prompt x[:, :P] continued for T - P tokens sampled from
     softmax(z_mix), z_mix = eq. 2 applied to the combined teachers (--sample-from student: the student's
-    own logits, on-policy). Returns (sequences (b, T), each teacher's
-    logits (b, T - P, V) at positions P-1 .. T-2, the predictions of the sampled tokens: the sampler computed
-    them to draw the tokens, and the KD term needs exactly these). `sampler`, when given, is a model in the
-    compute dtype that receives the student's current weights (autocast would otherwise re-cast every weight
-    at each of the T - P decoding steps)."""
+    own logits, on-policy). Returns (sequences (b, T), each teacher's logits (b, T - P, V) at positions
+    P-1 .. T-2): the predictions of the sampled tokens, which the sampler computed to draw them and which
+    are exactly the KD term's targets. `sampler`, when given, is a model in the compute dtype that receives
+    the student's current weights (autocast would otherwise re-cast every weight at each of the T - P
+    decoding steps)."""
     T, P = x.shape[1], cfg.prompt_len
     mix = lambda zs: mix_logits(combine_teachers(zs[1:]), zs[0], lam)  # noqa: E731 (zs[0] is the student)
     if cfg.sample_from == "student":  # on-policy: the student's own distribution
@@ -254,7 +255,7 @@ def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, bac
         h = student.hidden(x if kd_x is x else torch.cat([x, kd_x]))  # (b or 2b, T, C)
         if targets_cached is None:
             with torch.no_grad():
-                targets_cached = [TC.Hidden(t.hidden(kd_x)[:, kd_lo:kd_hi]) for t in teachers]  # (b, kd_hi - kd_lo, C_t)
+                targets_cached = [TC.Hidden(t.hidden(kd_x)[:, kd_lo:kd_hi]) for t in teachers]  # (b, ., C_t)
     h_detached = h.detach().requires_grad_()
     h_ce, h_kd = h_detached[:b], h_detached[b:, kd_lo:kd_hi] if kd_x is not x else None
     k = cfg.chunk_size or T
@@ -283,9 +284,10 @@ def train(cfg: DistillConfig) -> dict:
         set_determinism()
     set_seed(cfg.seed)
     device = get_device(cfg.device)
-    corpus, batches, val, micro, accum, rank, world = prepare_run(cfg, device)
+    corpus, batches, val, micro, accum, rank, world = prepare_run(cfg, device, write=False)
     paths = [os.path.abspath(p) for p in teacher_paths(cfg)]
     teachers = [load_teacher(p, corpus.tokenizer, device) for p in paths]
+    write_config(cfg, rank)  # only once the teachers have loaded: a refused one leaves no run folder
     student = M.build_model(M.get_config(cfg.preset, vocab_size=corpus.tokenizer.vocab_size), seed=cfg.seed).to(device)
     total = batches.steps_per_epoch * cfg.epochs
     total = min(total, cfg.max_steps) if cfg.max_steps else total
@@ -300,7 +302,7 @@ def train(cfg: DistillConfig) -> dict:
         sampler = M.build_model(student.config).to(device, COMPUTE_DTYPE[cfg.precision]).eval()
     optimizer = configure_optimizer(student, cfg.lr, cfg.weight_decay, device)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-    generator = torch.Generator(device=device).manual_seed(cfg.seed + 2 + rank)  # single-step sampling
+    generator = torch.Generator(device=device).manual_seed(rank_seed(cfg.seed, rank, SAMPLER_STREAM))  # single step
     step, best_val = 0, float("inf")
     if cfg.resume and os.path.isfile(last):
         ckpt = load_checkpoint(last, student, optimizer, scaler, rank, world, device)
@@ -310,7 +312,7 @@ def train(cfg: DistillConfig) -> dict:
     student.train()
     broadcast_params(student, world)
     if world > 1:  # every rank its own dropout stream (the weights are rank 0's, just broadcast)
-        torch.manual_seed(cfg.seed + 7919 * rank)
+        torch.manual_seed(rank_seed(cfg.seed, rank))
     chunks = -(-cfg.seq_len // (cfg.chunk_size or cfg.seq_len))  # backward passes reaching the head per micro-batch
     reducer = GradReducer(student, world, {student.output.weight: chunks})
     if cfg.compile:  # the trunk is what is worth compiling; heads and losses run per chunk
@@ -394,13 +396,9 @@ def train(cfg: DistillConfig) -> dict:
             "variant": cfg.variant}
 
 
+@guard
 def main(argv=None):
-    try:
-        cfg = parse_config(DistillConfig, argv, __doc__)
-        summary = train(cfg)
-    except (ValueError, FloatingPointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    summary = train(parse_config(DistillConfig, argv, __doc__))
     print(f"done: {summary}")
 
 

@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from cli import guard
 from data import hf_tokenizer_files
 from model import Transformer, load_model
 
@@ -70,24 +71,33 @@ def export_hf(model: Transformer, out_dir: str, tokenizer_model: Optional[str] =
     config.update({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "torch_dtype": "float32"})
     tmp = out_dir.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    save_file({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()},
-              os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-    with open(os.path.join(tmp, "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
-    if tokenizer_model:  # SentencePiece's file, and the fast tokenizer AutoTokenizer loads with no extra package
-        shutil.copy(tokenizer_model, os.path.join(tmp, "tokenizer.model"))
-        for name, obj in hf_tokenizer_files(tokenizer_model, model.config.max_seq_len).items():
-            with open(os.path.join(tmp, name), "w") as f:
-                json.dump(obj, f, ensure_ascii=False)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    try:  # a failed export leaves no .tmp folder behind
+        os.makedirs(tmp)
+        save_file({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()},
+                  os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(config, f, indent=2)
+        if tokenizer_model:  # SentencePiece's file, and the fast tokenizer AutoTokenizer loads with no extra package
+            shutil.copy(tokenizer_model, os.path.join(tmp, "tokenizer.model"))
+            for name, obj in hf_tokenizer_files(tokenizer_model, model.config.max_seq_len).items():
+                with open(os.path.join(tmp, name), "w") as f:
+                    json.dump(obj, f, ensure_ascii=False)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def main(argv: Sequence[str] = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) != 2:
-        sys.exit("usage: python export.py CHECKPOINT OUT_DIR")
+        raise ValueError("usage: python export.py CHECKPOINT OUT_DIR")
+    out = os.path.abspath(argv[1])
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"{argv[1]} exists and is not a folder: give a folder path for the export")
+    if not os.access(os.path.dirname(out), os.W_OK):
+        raise ValueError(f"cannot write in {os.path.dirname(out)}: give a folder path in a writable folder")
     model, ckpt = load_model(argv[0])
     tok = ckpt.get("tokenizer_path")
     export_hf(model, argv[1], tok if tok and os.path.isfile(tok) else None)
@@ -95,7 +105,4 @@ def main(argv: Sequence[str] = None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ValueError as e:
-        sys.exit(f"error: {e}")
+    guard(main)()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The checks that need GPUs (never yet run: no GPU has been lent to the sessions that wrote this code).
+# The checks that need GPUs (not run on a GPU yet).
 #   bash gpu_check.sh            # on a machine with >= 2 CUDA GPUs (1 GPU: the 2-process checks are skipped)
 # 1. the test suite (CPU tests; they must still pass on a GPU machine, e.g. gloo chosen for --device cpu)
 # 2. teacher and distillation under torchrun on 2 GPUs, bf16 and fp16 (GradScaler), a resume with another

@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import re
-import sys
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 import data as D
 import grammar as G
 import model as M
+from cli import guard
 import distill as DS
 from evaluate import load_zero_shot, sequence_logprobs, zero_shot
 from losses import kl_per_position
@@ -301,6 +301,7 @@ def write_json(obj, path: str):
     M.atomic_write(path, json.dumps(obj, indent=1).encode())
 
 
+@guard
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", help="a student checkpoint (per-token diagnostics on the dev set), or with "
@@ -314,20 +315,16 @@ def main(argv=None):
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="default fp32")
     a = p.parse_args(argv)
-    try:
-        if a.control:
-            out = {o: [positive_control(o, seed) for seed in range(3)] for o in ("fw", "rv")}
-            write_json(out, a.target)
-            print(json.dumps(out))
-        elif a.sequences:
-            out = measure_run(a.target, a.teacher, a.eval_dir, a.samples, get_device(a.device))
-            print(" ".join(f"{k} {v:.4f}" for k, v in out["along"][-1].items() if k != "step"))
-        else:
-            out = diagnose(a.target, a.teacher, get_device(a.device), a.precision)
-            print("diagnostics: " + ", ".join(f"{k} {v:.4f}" for k, v in out["diagnostics"].items()))
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    if a.control:
+        out = {o: [positive_control(o, seed) for seed in range(3)] for o in ("fw", "rv")}
+        write_json(out, a.target)
+        print(json.dumps(out))
+    elif a.sequences:
+        out = measure_run(a.target, a.teacher, a.eval_dir, a.samples, get_device(a.device))
+        print(" ".join(f"{k} {v:.4f}" for k, v in out["along"][-1].items() if k != "step"))
+    else:
+        out = diagnose(a.target, a.teacher, get_device(a.device), a.precision)
+        print("diagnostics: " + ", ".join(f"{k} {v:.4f}" for k, v in out["diagnostics"].items()))
 
 
 if __name__ == "__main__":

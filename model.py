@@ -66,9 +66,10 @@ PRESETS = {
     "llama-syn": _llama(128, 384, 4, 4, vocab_size=512, max_seq_len=128),
     "gpt2-syn": _gpt2(128, 512, 4, 4, vocab_size=512, max_seq_len=128),
     "baby-llama-syn": _llama(32, 64, 1, 2, vocab_size=512, max_seq_len=128),
-    "baby-llama-syn-d16": _llama(16, 32, 1, 2, vocab_size=512, max_seq_len=128),
-    "baby-llama-syn-d8": _llama(8, 16, 1, 2, vocab_size=512, max_seq_len=128),
     "baby-llama-syn-d4": _llama(4, 8, 1, 2, vocab_size=512, max_seq_len=128),
+    "baby-llama-syn-d8": _llama(8, 16, 1, 2, vocab_size=512, max_seq_len=128),
+    "baby-llama-syn-d16": _llama(16, 32, 1, 2, vocab_size=512, max_seq_len=128),
+    "baby-llama-syn-d64": _llama(64, 128, 1, 2, vocab_size=512, max_seq_len=128),
     "debug": _llama(64, 128, 2, 4, kv_heads=2, vocab_size=512, max_seq_len=128),
     "debug-gpt2": _gpt2(64, 128, 2, 4, vocab_size=512, max_seq_len=128),
 }
@@ -366,11 +367,9 @@ def main(argv: Sequence[str] = None):
                 n = Transformer(cfg).num_params()
             print(f"{name:18s} {cfg.arch:5s} {n:>13,}")
     else:
-        sys.exit("usage: python model.py   (the presets and their parameter counts; exports: export.py)")
+        raise ValueError("usage: python model.py   (the presets and their parameter counts; exports: export.py)")
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ValueError as e:
-        sys.exit(f"error: {e}")
+    from cli import guard
+    guard(main)()

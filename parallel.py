@@ -123,3 +123,12 @@ def gather_objects(obj, world: int) -> list:
     out = [None] * world
     dist.all_gather_object(out, obj)
     return out
+
+
+GLOBAL_STREAM, SAMPLER_STREAM = 0, 2  # what draws from a seed stream: the process's global RNGs, the sampler
+
+
+def rank_seed(seed: int, rank: int = 0, stream: int = GLOBAL_STREAM, step: int = 0) -> int:
+    """The one mixing of per-rank seed streams: every rank, stream and reseeded step gets its own seed, and
+    rank 0 at step 0 keeps seed + stream (one process draws as it always did)."""
+    return seed + stream + 7919 * rank + 100_003 * step

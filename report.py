@@ -14,7 +14,8 @@ import os
 import numpy as np
 
 import model as M
-from evaluate import fmt, read_jsonl, table_rows
+from data import read_jsonl
+from evaluate import fmt, table_rows
 from synthetic_report import synthetic_section
 
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole reproduction, data to results.md.
 #
-#   bash run_all.sh                       # no BabyLM data: the synthetic experiment (README), ~25 min on 2 cores
-#   SCALE=capacity bash run_all.sh        # the synthetic experiment plus students of five capacities
+#   bash run_all.sh                       # no BabyLM data: the synthetic experiment (README), ~37 min on 2 cores
+#   SCALE=capacity bash run_all.sh        # the synthetic experiment plus students of five widths, ~48 min
 #   BABYLM_DIR=../shared/data/corpus BABYLM_EVAL_DIR=../shared/data/eval bash run_all.sh   # real data, CPU scale
 #   SCALE=paper bash run_all.sh           # the paper's sizes and schedules (a GPU)
 #   FORCE=1 bash run_all.sh               # rerun stages whose outputs exist
@@ -16,13 +16,13 @@
 # TEACHER_CACHE=exact | compact: every distillation run reads the teachers' targets from a cache built once per
 # teacher and data set (README "Teacher cache"; fixed windows for every variant, single-step ones still run the
 # teachers); default exact on the synthetic scales (each run sees under one epoch), off otherwise.
+# WINDOWS_CHECK=1 (synthetic): fw-1 and rv-1+ also with fresh random offsets (no cache), to compare the verdicts.
 # Data: BABYLM_DIR (2024 layout), BABYLM_2023_DIR (2023 layout), BABYLM_EVAL_DIR (the pipeline's evaluation_data).
 set -euo pipefail
 cd "$(dirname "$0")"
 WORK=${WORK:-out}
 RESULTS=${RESULTS:-results.md}
 FORCE=${FORCE:-0}
-mkdir -p "$WORK"
 T_START=$(date +%s)
 
 # ---- which data, which scale ------------------------------------------------------------------------------
@@ -44,11 +44,25 @@ JOBS=${JOBS:-$([ "$SYN" = 1 ] && echo 2 || echo 1)}
 SEEDS=${SEEDS:-$([ "$SYN" = 1 ] && [ "$SCALE" != tiny ] && echo 3 || echo 1)}
 EXTRA=${EXTRA:-$([ "$SYN" = 1 ] && echo 0 || echo 1)}
 ABLATION=${ABLATION:-0}
-THREADS=$(( $(python -c "import os; print(os.cpu_count() or 1)") / JOBS )); [ "$THREADS" -ge 1 ] || THREADS=1
 NPROC=${NPROC:-1}
 TEACHER_CACHE=${TEACHER_CACHE:-$([ "$SYN" = 1 ] && echo exact || echo off)}
 case "$TEACHER_CACHE" in off|exact|compact) ;;
   *) echo "run_all.sh: unknown TEACHER_CACHE=$TEACHER_CACHE (use off, exact or compact)" >&2; exit 2 ;; esac
+# every setting checked before anything is written: one line naming it, what it accepts, exit 2
+check() {  # check NAME VALUE REGEX ACCEPTS
+  [[ "$2" =~ ^($3)$ ]] || { echo "run_all.sh: bad $1=$2 (use $4)" >&2; exit 2; }
+}
+for v in SEEDS JOBS NPROC; do check "$v" "${!v}" '[1-9][0-9]*' "a whole number, 1 or more"; done
+WINDOWS_CHECK=${WINDOWS_CHECK:-0}
+for v in EXTRA ABLATION FORCE WINDOWS_CHECK; do check "$v" "${!v}" '0|1' "0 or 1"; done
+check TEACHER2_MICRO "${TEACHER2_MICRO:-}" '|[1-9][0-9]*' "a whole number, 1 or more, or leave it unset"
+if [ -e "$WORK" ] && { [ ! -d "$WORK" ] || [ ! -w "$WORK" ]; }; then
+  echo "run_all.sh: bad WORK=$WORK (use a writable folder, or a path that does not exist yet)" >&2; exit 2
+fi
+if [ -d "$RESULTS" ] || [ ! -d "$(dirname "$RESULTS")" ] || [ ! -w "$(dirname "$RESULTS")" ]; then
+  echo "run_all.sh: bad RESULTS=$RESULTS (use a file path in an existing, writable folder)" >&2; exit 2
+fi
+THREADS=$(( $(python -c "import os; print(os.cpu_count() or 1)") / JOBS )); [ "$THREADS" -ge 1 ] || THREADS=1
 if [ "$NPROC" -gt 1 ]; then TRAIN=(torchrun --standalone --nproc_per_node "$NPROC"); else TRAIN=(python); fi
 TIMES="$WORK/stage_times.tsv"
 
@@ -66,7 +80,6 @@ stage() {  # stage NAME OUTPUT command...: skipped when it finished before and O
   mkdir -p "$WORK/.done" && touch "$marker"
   printf '%s\t%s\n' "$name" $(( $(date +%s) - t0 )) >> "$TIMES"
 }
-mkdir -p "$WORK/logs"
 
 pool() {  # pool NAME OUTPUT command...: a stage in the background, at most JOBS at once
   while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || { echo "run_all.sh: a stage failed" >&2; exit 1; }; done
@@ -89,7 +102,7 @@ if [ "$SYN" = 1 ]; then
   MAIN=d8
   if [ "$SCALE" = tiny ]; then  # the pipeline end to end in about a minute (tests/test_run_all.py)
     N_TRAIN=3000; TEACHER_FLAGS=(--max-steps 6 --warmup 2 --lr 3e-3 --eval-every 3)
-    BUDGET=8; LRS="3e-2"; SIZES="d4 d8"; SAMPLES=50; LADDER_CELLS="ap-rv ap-fw a-fw a-rv"
+    BUDGET=8; LRS="3e-2"; SIZES="d4 d8"; SAMPLES=50; LADDER_CELLS="ap-rv ap-fw"
   else
     # 600 teacher steps bring teacher 1 within 0.01 nats/token of the true entropy; 360k sentences (about
     # 3.2M tokens) are more than one epoch of the longest student run, so fixed windows (the teacher cache)
@@ -116,7 +129,8 @@ fi
 # ---- what it will do, and about how long ------------------------------------------------------------------
 if [ "$SYN" = 1 ]; then  # the sweep; the paper's six at 3 budgets; 9 more ladder cells and 2 per other size at 2
   N_SIZES=$(wc -w <<< "$SIZES"); N_LRS=$(wc -w <<< "$LRS")
-  N_RUNS=$(( 2 * N_LRS + 18 * SEEDS + 2 * $(wc -w <<< "$LADDER_CELLS") * SEEDS + 4 * SEEDS * (N_SIZES - 1) ))
+  N_RUNS=$(( 2 * N_LRS + 18 * SEEDS + 2 * $(wc -w <<< "$LADDER_CELLS") * SEEDS + 4 * SEEDS * (N_SIZES - 1)
+            + 2 * SEEDS * WINDOWS_CHECK ))
 else
   N_RUNS=$(( 6 * SEEDS * ${#DATASETS[@]} + (EXTRA == 1 ? 4 : 0) + (ABLATION == 1 ? 2 : 0) ))
 fi
@@ -126,9 +140,9 @@ torch.set_num_threads($THREADS); a = torch.randn(256, 256); t = time.perf_counte
 while time.perf_counter() - t < 0.3: a @ a; n += 1
 print(round(2 * 256 ** 3 * n / (time.perf_counter() - t) / 1e9))")
 case "$SCALE" in  # minutes measured on the README's machines, scaled by this CPU's fp32 matmul rate (a 0.3 s probe)
-  synthetic) MINUTES=$(python -c "print(round(25 * 206 / max($PROBE, 1), 1))") ;;  # measured at 206 on the AMX machine
-  capacity) MINUTES=$(python -c "print(round(40 * 206 / max($PROBE, 1), 1))") ;;
-  tiny) MINUTES=1 ;; cpu) MINUTES="40 or more" ;; paper) MINUTES="days on one GPU" ;;
+  synthetic) MINUTES=$(python -c "print(round(37.3 * 208 / max($PROBE, 1), 1))") ;;  # 37.3 min at 208 on the AMX machine
+  capacity) MINUTES=$(python -c "print(round(48 * 208 / max($PROBE, 1), 1))") ;;  # 37.3 + 13.4 min measured, less the windows runs
+  tiny) MINUTES=1.5 ;; cpu) MINUTES="40 or more" ;; paper) MINUTES="days on one GPU" ;;
 esac
 if [ "$SYN" = 1 ]; then
   echo "run_all.sh: SCALE=$SCALE on synthetic: teachers $T1 and $T2, students of size(s) $SIZES (main $MAIN);"\
@@ -143,6 +157,8 @@ echo "run_all.sh: SCALE=$SCALE on ${DATASETS[*]}: teachers $T1 and $T2, student 
      "evaluation, and $RESULTS."
 fi
 echo "run_all.sh: about $MINUTES minutes here (fp32 probe $PROBE GFLOP/s at $THREADS thread(s) per job). Stage logs: $WORK/logs/"
+
+mkdir -p "$WORK/logs"  # the first write, after every check
 
 # ---- stage 1: data, tokenizer and token caches --------------------------------------------------------------
 for d in "${DATASETS[@]}"; do
@@ -212,6 +228,12 @@ if [ "$SYN" = 1 ]; then
       for c in $LADDER_CELLS; do
         syn_run "$MAIN" "$c" "$steps" "$seed" "$(lr_of "$c")" $(ladder_flags "$c")
       done
+      # the teacher cache's fixed windows against fresh random offsets (WINDOWS_CHECK=1): fw-1 and rv-1+ again
+      if [ "$WINDOWS_CHECK" = 1 ] && [ "$steps" = "$BUDGET" ]; then
+        for v in fw-1 rv-1+; do
+          syn_run "$MAIN" "$v-random" "$steps" "$seed" "$(lr_of "$v")" $(paper_flags "$v") --teacher-cache off
+        done
+      fi
       # 3. the other capacities: fw-1 and rv-1+
       for size in $SIZES; do
         [ "$size" = "$MAIN" ] && continue

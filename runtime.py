@@ -22,7 +22,7 @@ import torch.distributed as dist
 import data as D
 import model as M
 from losses import cross_entropy
-from parallel import gather_objects, setup_distributed
+from parallel import gather_objects, rank_seed, setup_distributed
 
 
 def opt(default, help: str, choices=None):
@@ -71,6 +71,9 @@ class TrainConfig:
 
     def validate(self):
         """Every field checked once, before any file is written: one ValueError naming the flag."""
+        for flag, path in (("--out-dir", self.out_dir), ("--work-dir", self.work_dir)):
+            if path and os.path.exists(path) and not os.path.isdir(path):
+                raise ValueError(f"{flag} {path} is a file: give a folder (it is created if missing)")
         for f in fields(self):
             choices, value = f.metadata.get("choices"), getattr(self, f.name)
             if choices and value not in choices:
@@ -295,13 +298,13 @@ def rng_state(device=None) -> dict:
             "cuda": torch.cuda.get_rng_state(device) if device is not None and device.type == "cuda" else None}
 
 
-def set_rng_state(states, rank: int = 0, world: int = 1, device=None, reseed: int = 0) -> bool:
+def set_rng_state(states, rank: int = 0, world: int = 1, device=None, seed: int = 0, step: int = 0) -> bool:
     """Restore this rank's streams from a checkpoint's per-rank list. A checkpoint written by another number
     of processes (or an old single dict) cannot give every rank its own stream back: each rank is then
-    reseeded from `reseed` and its rank, deterministically, and False is returned."""
+    reseeded from (seed, rank, step), deterministically, and False is returned."""
     states = states if isinstance(states, list) else [states]
     if len(states) != world:
-        set_seed(reseed + 7919 * rank)
+        set_seed(rank_seed(seed, rank, step=step))
         return False
     s = states[rank]
     random.setstate(s["python"])
@@ -333,7 +336,7 @@ def load_checkpoint(path: str, model, optimizer, scaler, rank: int = 0, world: i
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scaler.load_state_dict(ckpt["scaler"])
-    if not set_rng_state(ckpt["rng"], rank, world, device, reseed=ckpt["config"]["seed"] * 100_003 + ckpt["step"]):
+    if not set_rng_state(ckpt["rng"], rank, world, device, seed=ckpt["config"]["seed"], step=ckpt["step"]):
         if rank == 0:
             print(f"resume: {path} was written by {len(ckpt['rng']) if isinstance(ckpt['rng'], list) else 1} "
                   f"process(es), this run has {world}: RNG streams reseeded from (seed, step, rank)")
@@ -351,8 +354,9 @@ def save_snapshot(cfg, model, step: int, tok, **extra):
 # the shared start of both loops, and the run log
 
 
-def prepare_run(cfg, device):
-    """Corpus, batches, validation subset, folder and config.json (written only after validation)."""
+def prepare_run(cfg, device, write: bool = True):
+    """Corpus, batches, validation subset, folder and config.json (written only after validation; with
+    write=False the caller writes it with write_config once it has loaded the rest of what it needs)."""
     corpus = D.prepare(cfg.data, cfg.data_dir, cfg.vocab_size, cfg.work_dir, cfg.separator)
     rank, world = setup_distributed(device)
     batches = D.Batches(corpus.train, cfg.seq_len, cfg.batch_size, cfg.seed + 1, rank, world, cfg.fixed_windows)
@@ -362,10 +366,16 @@ def prepare_run(cfg, device):
     if per_rank % micro:
         raise ValueError(f"batch {cfg.batch_size} over {world} process(es) is {per_rank} per process, "
                          f"not a multiple of --micro-batch {micro}")
+    if write:
+        write_config(cfg, rank)
+    return corpus, batches, val, micro, per_rank // micro, rank, world
+
+
+def write_config(cfg, rank: int):
+    """The run folder and its config.json: the first thing a run writes."""
     os.makedirs(cfg.out_dir, exist_ok=True)
     if rank == 0:
         M.atomic_write(os.path.join(cfg.out_dir, "config.json"), json.dumps(asdict(cfg), indent=2).encode())
-    return corpus, batches, val, micro, per_rank // micro, rank, world
 
 
 class RunLog:

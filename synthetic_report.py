@@ -12,7 +12,9 @@ import sys
 
 import numpy as np
 
-from evaluate import read_jsonl
+from cli import guard
+
+from data import read_jsonl
 from measures import bootstrap_mean, interval
 
 MEASURES = [("precision", "grammatical %", 100.0), ("true_logp", "log p_true / token", 1.0),
@@ -244,6 +246,11 @@ def synthetic_section(work_dir: str, out_path: str) -> list:
            "| student | seeds | lr | " + " | ".join(name for _, name, _ in MEASURES) + " | grammatical % by seed | val CE |",
            "|---|---|---|" + "---|" * (len(MEASURES) + 2)]
     md += _student_rows(runs, [(c, at(main, c)) for c in students])
+    if at(main, "fw-1") and np.isfinite(t_kl):
+        gap = ", ".join(f"{c} {_mean(at(main, c), 'recall_kl'):.4f} ({_mean(at(main, c), 'recall_kl') / t_kl:.1f}×)"
+                        for c in ("fw-1", "rv-1+", "rv-1") if at(main, c))
+        md += ["", f"The capacity gap at {main} ({at(main, 'fw-1')[0].get('params', 0):,} parameters): KL(p_true‖q) per "
+                   f"token {gap}, against the teacher's KL(p_true‖p_T) {t_kl:.4f}."]
     # convergence
     half = budget // 2
     md += ["", f"### Convergence: each student at {half} and {budget} steps (two full schedules)", "",
@@ -277,6 +284,15 @@ def synthetic_section(work_dir: str, out_path: str) -> list:
             if at(main, a, k) and at(main, b, k):
                 cells, text = verdict(at(main, a, k), at(main, b, k))
                 md.append(f"| {label} | {a} - {b} | {k} | {cells[0]} | {cells[1]} | {text} |")
+    # the teacher cache's fixed windows against random offsets (WINDOWS_CHECK=1)
+    if at(main, "fw-1-random") and at(main, "rv-1+-random"):
+        md += ["", f"### Fixed windows (the teacher cache) against fresh random offsets, at {main}, {budget} steps", "",
+               "| windows | A - B | grammatical, points | KL(p_true‖q) | verdict |", "|---|---|---|---|---|"]
+        for label, a, b in (("fixed (cache)", "rv-1+", "fw-1"), ("random offsets", "rv-1+-random", "fw-1-random"),
+                            ("random - fixed, fw-1", "fw-1-random", "fw-1"),
+                            ("random - fixed, rv-1+", "rv-1+-random", "rv-1+")):
+            cells, text = verdict(at(main, a), at(main, b))
+            md.append(f"| {label} | {a} - {b} | {cells[0]} | {cells[1]} | {text} |")
     # capacity
     cap = []
     for size in sizes:
@@ -328,8 +344,4 @@ def control_section(work_dir: str) -> list:
 if __name__ == "__main__":
     if len(sys.argv) != 4 or sys.argv[1] != "--best-lr":
         sys.exit(__doc__)
-    try:
-        print(best_lr(sys.argv[2], sys.argv[3]))
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    guard(lambda: print(best_lr(sys.argv[2], sys.argv[3])))()

@@ -32,7 +32,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -43,6 +42,7 @@ from tqdm import tqdm
 
 import data as D
 import model as M
+from cli import guard
 from losses import kd_loss
 from runtime import autocast_ctx, get_device
 
@@ -346,8 +346,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    guard(main)()

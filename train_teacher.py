@@ -9,15 +9,15 @@ next-token cross-entropy (eq. 10). The run machinery it shares with distill.py l
 Shape legend: B batch (sequences), T time, V vocab.
 """
 import os
-import sys
 import time
 
 import torch
 from tqdm import tqdm
 
 import model as M
+from cli import guard
 from losses import cross_entropy
-from parallel import GradReducer, broadcast_params, global_mean
+from parallel import GradReducer, broadcast_params, global_mean, rank_seed
 from runtime import (RunLog, TrainConfig, autocast_ctx, check_finite, check_resume, configure_optimizer,
                      estimate_val_loss, get_device, get_lr, load_checkpoint, next_token_targets, parse_config,
                      prepare_run, resolve_precision, save_checkpoint, save_snapshot, set_determinism, set_seed)
@@ -52,7 +52,7 @@ def train(cfg: TrainConfig) -> dict:
     model.train()
     broadcast_params(model, world)
     if world > 1:  # every rank its own dropout stream (the weights are rank 0's, just broadcast)
-        torch.manual_seed(cfg.seed + 7919 * rank)
+        torch.manual_seed(rank_seed(cfg.seed, rank))
     reducer = GradReducer(model, world)  # gradients averaged over processes (a no-op for one)
     fwd = torch.compile(model) if cfg.compile else model
     if rank == 0:
@@ -122,13 +122,9 @@ def train(cfg: TrainConfig) -> dict:
     return {"step": step, "best_val": best_val, "precision": precision, "out_dir": cfg.out_dir}
 
 
+@guard
 def main(argv=None):
-    cfg = parse_config(TrainConfig, argv, __doc__)
-    try:
-        summary = train(cfg)
-    except (ValueError, FloatingPointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    summary = train(parse_config(TrainConfig, argv, __doc__))
     print(f"done: {summary}")
 
 

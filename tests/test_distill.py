@@ -121,6 +121,29 @@ def test_single_step_term_equals_a_direct_computation(n_teachers):
         torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("sample_from", ["mix", "student"])
+def test_single_step_reuses_the_samplers_teacher_logits(sample_from):
+    """The KD term against the teacher logits the sampler computed equals the KD term with the teachers run
+    again on the sampled text (the plain path), in value and gradient; --sample-from student draws the
+    continuation from the student alone (on-policy)."""
+    student, teachers = models(2)
+    x = torch.randint(0, 64, (3, 24))
+    out = {}
+    for rerun in (False, True):
+        cfg = DS.DistillConfig(objective="rv", single_step=True, chunk_size=0, prompt_len=10, precision="fp32",
+                               teacher_combine="kl", single_step_rerun=rerun, sample_from=sample_from)
+        ce, kd = DS.distill_micro_step(student, teachers, x, cfg, 0.7, lambda l: l, torch.Generator().manual_seed(3))
+        out[rerun] = (float(ce), float(kd), grads(student))
+        student.zero_grad()
+    assert out[False][:2] == pytest.approx(out[True][:2], rel=1e-5, abs=1e-6)
+    for a, b in zip(out[False][2], out[True][2]):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+    cfg = DS.DistillConfig(objective="rv", single_step=True, chunk_size=0, prompt_len=10, sample_from=sample_from)
+    seq, _ = DS.sample_single_step(student, teachers, x, cfg, 0.7, torch.Generator().manual_seed(3))
+    own = M.generate(student, x[:, :10], 14, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(seq, own) == (sample_from == "student")
+
+
 def write_layout(root, data, n_lines=400, seed=0):
     """The 2023/2024 folder layouts filled with synthetic sentences (the real files are not here)."""
     rng = np.random.default_rng(seed)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 import data as D
 import evaluate as E
+import glue as GL
 import measures as MS
 import model as M
 from conftest import EVAL_DIR
@@ -74,13 +75,13 @@ def test_blimp_scoring_is_bos_plus_sentence_with_every_token_scored(tok_model):
 
 def test_metrics_on_hand_worked_cases():
     y, p = [1, 1, 0, 0], [1, 0, 0, 1]
-    assert E.accuracy(y, p) == 0.5 and E.f1_binary(y, p) == 0.5 and E.mcc(y, p) == 0.0
+    assert GL.accuracy(y, p) == 0.5 and GL.f1_binary(y, p) == 0.5 and GL.mcc(y, p) == 0.0
     y, p = [1, 1, 1, 0, 0], [1, 1, 0, 0, 1]  # tp 2, fp 1, fn 1, tn 1
-    assert E.f1_binary(y, p) == pytest.approx(4 / 6)
-    assert E.mcc(y, p) == pytest.approx((2 * 1 - 1 * 1) / np.sqrt(3 * 3 * 2 * 2))
-    assert E.mcc([1, 0, 1], [1, 1, 1]) == 0.0  # an empty column
-    assert E.mcc([1, 0, 1, 0], [1, 0, 1, 0]) == pytest.approx(1.0) and E.f1_binary([0, 0], [0, 0]) == 0.0
-    assert E.accuracy([0, 1, 2], [0, 2, 2]) == pytest.approx(2 / 3)
+    assert GL.f1_binary(y, p) == pytest.approx(4 / 6)
+    assert GL.mcc(y, p) == pytest.approx((2 * 1 - 1 * 1) / np.sqrt(3 * 3 * 2 * 2))
+    assert GL.mcc([1, 0, 1], [1, 1, 1]) == 0.0  # an empty column
+    assert GL.mcc([1, 0, 1, 0], [1, 0, 1, 0]) == pytest.approx(1.0) and GL.f1_binary([0, 0], [0, 0]) == 0.0
+    assert GL.accuracy([0, 1, 2], [0, 2, 2]) == pytest.approx(2 / 3)
 
 
 def test_glue_finetune_trains_the_head_and_reports_its_metric(tok_model):
@@ -92,7 +93,7 @@ def test_glue_finetune_trains_the_head_and_reports_its_metric(tok_model):
         rows.append({"sentence": f"{'The dogs' if label else 'A cat'} {'sleep' if label else 'sleeps'} now.",
                      "label": label})
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    out = E.finetune(m, tok, "cola", rows[:128], {"cola": rows[128:]}, torch.device("cpu"), "fp32", lr=3e-3,
+    out = GL.finetune(m, tok, "cola", rows[:128], {"cola": rows[128:]}, torch.device("cpu"), "fp32", lr=3e-3,
                      batch_size=16, max_epochs=4)
     r = out["cola"]
     assert r["metric"] == "mcc" and r["score"] > 0.9 and len(r["pred"]) == 32 and len(r["right"]) == 32
@@ -103,7 +104,7 @@ def test_glue_finetune_trains_the_head_and_reports_its_metric(tok_model):
 
 def test_classifier_pools_the_last_real_token_not_the_padding(tok_model):
     _, m = tok_model
-    clf = E.Classifier(m, 3, seed=0).eval()
+    clf = GL.Classifier(m, 3, seed=0).eval()
     seqs = [[1, 5, 9, 33, 7], [1, 8], [1, 40, 41]]
     x = torch.zeros(3, 5, dtype=torch.long)
     for i, s in enumerate(seqs):
@@ -112,9 +113,9 @@ def test_classifier_pools_the_last_real_token_not_the_padding(tok_model):
         batched = clf(x, torch.tensor([len(s) for s in seqs]))
         for i, s in enumerate(seqs):  # each sequence alone, unpadded
             torch.testing.assert_close(batched[i], clf(torch.tensor([s]), torch.tensor([len(s)]))[0])
-    assert E.glue_text("wsc", {"span1_text": "Joe", "span2_text": "he", "text": "T."})[0] == \
+    assert GL.glue_text("wsc", {"span1_text": "Joe", "span2_text": "he", "text": "T."})[0] == \
         'Does "he" refer to "Joe" in this passage?'
-    assert E.glue_text("multirc", {"question": "Q?", "answer": "A", "paragraph": "P."}) == ("Question: Q? Answer: A", "P.")
+    assert GL.glue_text("multirc", {"question": "Q?", "answer": "A", "paragraph": "P."}) == ("Question: Q? Answer: A", "P.")
 
 
 def test_evaluate_writes_results_tables_and_predictions(tok_model, syn, tmp_path):
@@ -164,10 +165,10 @@ def test_real_evaluation_data_loads_with_the_official_counts():
     terms = {r[0]["linguistics_term"] for r in suites["blimp"].values()}
     assert len(terms) == 13 and set(E.phenomenon_scores(suites["blimp"], {u: 0.5 for u in suites["blimp"]})) \
         == set(E.PHENOMENA)
-    for task in E.GLUE:
+    for task in GL.GLUE:
         rows = E.read_jsonl(os.path.join(EVAL_DIR, "glue_filtered", f"{task}.valid.jsonl"))
         for r in rows[:50]:
-            first, second = E.glue_text(task, r)
+            first, second = GL.glue_text(task, r)
             assert first.strip() and "label" in r and (second is None) == (task in ("cola", "sst2"))
 
 
@@ -207,7 +208,7 @@ def test_mnli_has_three_labels_selects_by_accuracy_and_rides_mismatched_along(to
     real_step = torch.optim.AdamW.step
     monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: (lrs.append(self.param_groups[0]["lr"]),
                                                                            real_step(self, *a, **k))[1])
-    out = E.finetune(m, tok, "mnli", rows[:64], {"mnli": rows[64:80], "mnli-mm": rows[80:]}, torch.device("cpu"),
+    out = GL.finetune(m, tok, "mnli", rows[:64], {"mnli": rows[64:80], "mnli-mm": rows[80:]}, torch.device("cpu"),
                      "fp32", lr=3e-3, batch_size=16, max_epochs=2)
     assert set(out) == {"mnli", "mnli-mm"} and out["mnli"]["metric"] == "accuracy"
     assert set(out["mnli"]["pred"]) <= {0, 1, 2} and out["mnli"]["score"] > 0.5  # three classes, learned
@@ -218,7 +219,7 @@ def test_mnli_has_three_labels_selects_by_accuracy_and_rides_mismatched_along(to
 def test_early_stopping_after_patience_epochs_without_improvement(tok_model):
     tok, m = tok_model
     rows = [{"sentence": "The dog runs.", "label": i % 2} for i in range(32)]  # nothing to learn
-    out = E.finetune(m, tok, "cola", rows[:16], {"cola": rows[16:]}, torch.device("cpu"), "fp32", lr=0.0,
+    out = GL.finetune(m, tok, "cola", rows[:16], {"cola": rows[16:]}, torch.device("cpu"), "fp32", lr=0.0,
                      batch_size=16, max_epochs=10, patience=3)
     assert len(out["cola"]["history"]) == 4 and out["cola"]["best_epoch"] == 0  # epoch 0, then 3 without gain
 
@@ -229,8 +230,8 @@ def test_the_best_validation_epoch_is_kept(tok_model, monkeypatch):
     rows = [{"sentence": "The dog runs.", "label": i % 2} for i in range(16)]
     labels = np.array([r["label"] for r in rows[8:]])
     scripted = iter([np.zeros(8, int), labels.copy(), np.where(np.arange(8) < 4, labels, 1)])
-    monkeypatch.setattr(E, "predict", lambda *a, **k: next(scripted))
-    out = E.finetune(m, tok, "cola", rows[:8], {"cola": rows[8:]}, torch.device("cpu"), "fp32", max_epochs=3)
+    monkeypatch.setattr(GL, "predict", lambda *a, **k: next(scripted))
+    out = GL.finetune(m, tok, "cola", rows[:8], {"cola": rows[8:]}, torch.device("cpu"), "fp32", max_epochs=3)
     assert [round(h["f1"], 2) for h in out["cola"]["history"]] == [0.0, 1.0, 0.8]
     assert out["cola"]["best_epoch"] == 1 and out["cola"]["score"] == 1.0  # MCC of the perfect epoch
 
@@ -266,13 +267,13 @@ def test_glue_pairs_are_truncated_longest_first_as_the_official_script():
         def encode(self, s):
             return [10 + len(w) for w in s.split()]
     long_premise, hypothesis = " ".join(["word"] * 200), "a short hypothesis here"
-    ids = E.encode_examples(Tok(), "rte", [{"sentence1": long_premise, "sentence2": hypothesis}], max_len=128)[0]
+    ids = GL.encode_examples(Tok(), "rte", [{"sentence1": long_premise, "sentence2": hypothesis}], max_len=128)[0]
     assert len(ids) == 128 and ids[0] == 1
     eos = ids.index(2)
     assert ids[eos + 1:] == Tok().encode(hypothesis) and eos == 128 - 4 - 1  # the hypothesis kept whole
-    both = E.encode_examples(Tok(), "rte", [{"sentence1": long_premise, "sentence2": long_premise}], max_len=128)[0]
+    both = GL.encode_examples(Tok(), "rte", [{"sentence1": long_premise, "sentence2": long_premise}], max_len=128)[0]
     assert len(both) == 128 and both.index(2) - 1 == 63 and len(both) - both.index(2) - 1 == 63  # cut evenly
-    single = E.encode_examples(Tok(), "cola", [{"sentence": long_premise}], max_len=128)[0]
+    single = GL.encode_examples(Tok(), "cola", [{"sentence": long_premise}], max_len=128)[0]
     assert len(single) == 128 and single[0] == 1
 
 
@@ -281,8 +282,8 @@ def test_early_stopping_counts_gains_below_the_official_threshold_as_none(tok_mo
     tok, m = tok_model
     rows = [{"sentence": "The dog runs.", "label": i % 2} for i in range(16)]
     f1 = iter([0.5, 0.5004, 0.5008, 0.5012, 0.9, 0.9])
-    monkeypatch.setattr(E, "f1_binary", lambda *a: next(f1))
-    out = E.finetune(m, tok, "cola", rows[:8], {"cola": rows[8:]}, torch.device("cpu"), "fp32", max_epochs=6,
+    monkeypatch.setattr(GL, "f1_binary", lambda *a: next(f1))
+    out = GL.finetune(m, tok, "cola", rows[:8], {"cola": rows[8:]}, torch.device("cpu"), "fp32", max_epochs=6,
                      batch_size=8)
     hist = out["cola"]["history"]
     assert len(hist) == 4 and out["cola"]["best_epoch"] == 3  # stopped after 3 epochs of gains <= 0.001
@@ -339,3 +340,14 @@ def test_departures_name_precision_and_the_report_warns_about_rejected_predictio
     (run / "results.json").write_text(json.dumps({**res, "departures": d, "items": {}}))
     assert "the official collector would reject the predictions file of ChooBaCa-rv-1-24" in \
         R.report(str(tmp_path), str(tmp_path / "r.md"))
+
+
+def test_phenomenon_rows_are_the_mean_of_their_paradigms():
+    """Table 2's rows: each paradigm counts once (not each item), s-selection joins argument structure."""
+    def rows(term, n):
+        return [{"linguistics_term": term}] * n
+    blimp = {"p1": rows("island_effects", 10), "p2": rows("island_effects", 990), "p3": rows("s-selection", 5),
+             "p4": rows("argument_structure", 500), "p5": rows("binding", 7)}
+    acc = {"p1": 0.2, "p2": 0.8, "p3": 1.0, "p4": 0.4, "p5": 0.9}
+    got = E.phenomenon_scores(blimp, acc)
+    assert got == pytest.approx({"island_effects": 0.5, "argument_structure": 0.7, "binding": 0.9})

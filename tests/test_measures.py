@@ -1,5 +1,8 @@
 """measures.py: the positive control through distill.py's step, sequence scores against a per-token loop,
 sampling cut at EOS, grammaticality of sampled token lists, and the bootstrap's intervals on known cases."""
+import json
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -91,3 +94,52 @@ def test_sequence_measures_against_per_token_scores_and_the_grammar(tok):
         assert items["forward_kl"][k] == pytest.approx(want, abs=1e-4)
     same = MS.sequence_measures(teacher, teacher, tok, pcfg, ref, cpu, n=12, seed=3)
     assert np.allclose(same["reverse_kl"], 0) and np.allclose(same["forward_kl"], 0)  # a model against itself
+
+
+def test_reference_sets_are_computed_once_per_teacher_and_refused_on_mismatch(tok, tmp_path, monkeypatch):
+    pcfg, cpu = G.PCFG(), torch.device("cpu")
+    teacher = M.build_model(M.get_config("debug", vocab_size=tok.vocab_size), seed=1).eval()
+    path = str(tmp_path / "teacher" / "ckpt_best.pt")
+    M.atomic_save({"model": teacher.state_dict()}, path)
+    first = MS.cached_reference_sets(teacher, path, tok, pcfg, cpu, n=10)
+    want = MS.reference_sets(teacher, tok, pcfg, cpu, n=10)
+    for k in want:  # the stored sets are exactly the computed ones
+        assert np.array_equal(np.asarray(first[k], dtype=object), np.asarray(want[k], dtype=object))
+    files = os.listdir(tmp_path / "teacher" / "eval")
+    assert len(files) == 1 and files[0].startswith("reference-") and files[0].endswith("-n10-s0.json")
+    monkeypatch.setattr(MS, "reference_sets", lambda *a, **k: pytest.fail("recomputed"))
+    again = MS.cached_reference_sets(teacher, path, tok, pcfg, cpu, n=10)
+    assert np.array_equal(again["true_lp"], want["true_lp"]) and again["teacher_samples"] == want["teacher_samples"]
+    stored = tmp_path / "teacher" / "eval" / files[0]
+    saved = json.loads(stored.read_text())
+    saved["key"]["tokenizer_sha"] = "another"
+    stored.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="were made for .* delete it"):
+        MS.cached_reference_sets(teacher, path, tok, pcfg, cpu, n=10)
+
+
+def test_sequence_level_reverse_kl_and_entropy_against_a_per_token_loop(tok):
+    """KL(q || p_T) on the student's own samples: [log q(x) - log p_T(x)] / |x|, and entropy -log q(x) / |x|."""
+    cpu = torch.device("cpu")
+    teacher = M.build_model(M.get_config("debug", vocab_size=tok.vocab_size), seed=1).eval()
+    student = M.build_model(M.get_config("debug", vocab_size=tok.vocab_size), seed=2).eval()
+    ref = {"teacher_samples": [[5, tok.eos_id]], "teacher_lp": np.zeros(1)}
+    items = MS.sequence_measures(student, teacher, tok, None, ref, cpu, n=6, seed=4)
+    sents = MS.sample_sentences(student, 6, tok, cpu, seed=4)  # the same draws
+
+    def logq(model, ids):
+        with torch.no_grad():
+            lp = F.log_softmax(model(torch.tensor([[tok.bos_id] + ids]))[0].double(), -1)
+        return sum(lp[j, ids[j]].item() for j in range(len(ids)))
+    for k, ids in enumerate(sents):
+        assert items["reverse_kl"][k] == pytest.approx((logq(student, ids) - logq(teacher, ids)) / len(ids), abs=1e-4)
+        assert items["entropy"][k] == pytest.approx(-logq(student, ids) / len(ids), abs=1e-4)
+
+
+def test_bootstrap_resamples_items_within_a_seed():
+    """With one seed, the interval comes from the items alone: it scales with their spread."""
+    rng = np.random.default_rng(0)
+    noisy, quiet = [rng.normal(0, 1.0, 400)], [rng.normal(0, 0.01, 400)]
+    width = lambda x: np.subtract(*MS.interval(MS.bootstrap_mean(x))[::-1])  # noqa: E731
+    assert 0.15 < width(noisy) < 0.25  # about 2 x 1.96 / sqrt(400)
+    assert width(quiet) == pytest.approx(width(noisy) / 100, rel=0.3)

@@ -121,7 +121,8 @@ def test_bad_inputs_each_get_one_clear_line(syn, tmp_path, capsys):
     assert "supplement_filtered" in err
     data = (tmp_path / "s.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 3])
-    assert "truncated or corrupt" in run_main(E.main, [str(tmp_path / "cut.pt")], capsys)
+    assert "truncated or corrupt" in run_main(E.main, [str(tmp_path / "cut.pt"), "--eval-dir",
+                                                       str(root / "corpus" / "evaluation_data")], capsys)
 
 
 def poison_loss(monkeypatch, at_call: int, factor: float):
@@ -225,11 +226,11 @@ def test_rng_streams_restore_per_rank_and_reseed_across_process_counts():
     assert RT.set_rng_state(saved, rank=0, world=2, device=torch.device("cpu"))
     assert torch.equal(torch.rand(3), want)  # rank 0 got its own stream back
     # an 8-process checkpoint resumed by one process: no IndexError, a deterministic reseed
-    assert not RT.set_rng_state(saved * 4, rank=0, world=1, reseed=123)
+    assert not RT.set_rng_state(saved * 4, rank=0, world=1, seed=123)
     a = torch.rand(3)
-    RT.set_rng_state(saved * 4, rank=0, world=1, reseed=123)
+    RT.set_rng_state(saved * 4, rank=0, world=1, seed=123)
     assert torch.equal(torch.rand(3), a)
-    RT.set_rng_state(saved * 4, rank=1, world=3, reseed=123)
+    RT.set_rng_state(saved * 4, rank=1, world=3, seed=123)
     assert not torch.equal(torch.rand(3), a)  # other ranks get other streams
     assert RT.set_rng_state(saved[0], rank=0, world=1)  # an old single-dict checkpoint still restores
 
@@ -248,6 +249,13 @@ def test_sampler_stream_restores_on_its_device_type_and_reseeds_on_another():
     assert torch.equal(torch.rand(4, generator=g), a)
     DS.restore_sampler(g, from_gpu, torch.device("cpu"), 1, 2, seed=0, step=10)
     assert not torch.equal(torch.rand(4, generator=g), a)  # rank 1 does not inherit rank 0's stream
+
+
+def test_rank_seed_streams_are_distinct_and_rank_0_keeps_its_seed():
+    from parallel import SAMPLER_STREAM, rank_seed
+    assert rank_seed(5) == 5 and rank_seed(5, stream=SAMPLER_STREAM) == 7  # one process draws as before
+    seeds = {rank_seed(5, r, st, step) for r in range(8) for st in (0, SAMPLER_STREAM) for step in (0, 10, 11)}
+    assert len(seeds) == 8 * 2 * 3  # within a run, no two (rank, stream, step) share a stream
 
 
 def test_backend_follows_the_run_device(monkeypatch):

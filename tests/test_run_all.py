@@ -1,6 +1,7 @@
 """run_all.sh end to end on the synthetic default at the tiny scale: every stage runs, results.md holds the
 precision/recall table, the verdicts and the positive control; a second run skips finished stages; bad
 settings are one clear line."""
+import json
 import os
 import subprocess
 
@@ -27,18 +28,29 @@ def tiny(tmp_path_factory):
 def test_tiny_run_writes_the_synthetic_report(tiny):
     tmp, first = tiny
     assert first.stdout.startswith("run_all.sh: SCALE=tiny on synthetic")  # says what it will do, first
-    assert "about 0.5 minutes" in first.stdout
+    assert "about 1.5 minutes" in first.stdout and "teacher cache exact" in first.stdout.splitlines()[0]
     md = (tmp / "results.md").read_text()
-    for heading in ("## The synthetic experiment", "### Verdicts", "### Along training", "### Positive control"):
+    for heading in ("## The synthetic experiment", "### Learning rates", "### Convergence", "### The ablation ladder",
+                    "### The paper's variants: verdicts", "### Capacity", "### Positive control"):
         assert heading in md
-    for v in ("fw-1", "fw-2", "rv-1", "rv-2", "rv-1+", "rv-2+"):
-        assert f"\n| {v} | 1 | " in md  # one row per paper variant, one seed at this scale
-    assert "| reverse vs forward KL (one teacher) | rv-1 - fw-1 |" in md
+    for v in ("fw-1", "fw-2", "rv-1", "rv-2", "rv-1+", "rv-2+", "ap-fw", "ap-rv"):
+        assert f"\n| {v} | 1 | 0.03 | " in md  # one row per student, one seed at this scale, the swept rate
+    assert "| reverse vs forward KL (one teacher) | rv-1 - fw-1 | 8 |" in md  # by budget: 8, 4 and 1 steps
+    assert "| reverse vs forward KL (one teacher) | rv-1 - fw-1 | 1 |" in md
+    assert "| a' | pure KD, T = 1, on the student's own samples" in md and "| d4 | 4,268 |" in md
     assert "higher precision and lower recall than forward KL: **yes**" in md
-    assert "step 2 | step 4" in md  # measured along training, not only at the end
+    assert os.path.isfile(tmp / "results_capacity.png") == os.path.isfile(tmp / "results_pr.png")
     done = set(os.listdir(tmp / "out" / ".done"))
-    assert {"data_synthetic", "teacher_llama-syn_synthetic", "distill_ChooBaCa-rv-1-syn+",
-            "measures_ChooBaCa-fw-2-syn", "measures_teacher", "positive_control"} <= done
+    assert {"data_synthetic", "teacher_llama-syn_synthetic", "distill_runs_d8_rv-1+_b8-s0",
+            "measures_runs_d4_fw-1_b4-s0", "measures_teacher", "positive_control"} <= done
+    assert "distill_runs_d8_sweep-fw-1-lr3e-2_b8-s0" in done and "measures_runs_d8_sweep-fw-1-lr3e-2_b8-s0" not in done
+    log = (tmp / "out" / "logs" / "distill_runs_d8_fw-2_b8-s0.log").read_text()
+    assert "teacher cache exact, fixed windows True" in log
+    ap = json.loads((tmp / "out" / "runs" / "d8" / "ap-rv" / "b8-s0" / "config.json").read_text())
+    assert (ap["objective"], ap["alpha"], ap["temperature"], ap["sample_from"], ap["single_step"], ap["mixing"],
+            ap["lr"], ap["preset"]) == ("rv", 0.0, 1.0, "student", True, False, 0.03, "baby-llama-syn-d8")
+    b = json.loads((tmp / "out" / "runs" / "d4" / "rv-1+" / "b4-s0" / "config.json").read_text())
+    assert (b["variant"], b["max_steps"], b["preset"]) == ("ChooBaCa-rv-1-syn+", 4, "baby-llama-syn-d4")
 
 
 def test_second_run_skips_finished_stages(tiny):
@@ -46,32 +58,17 @@ def test_second_run_skips_finished_stages(tiny):
     again = run_all(tmp, SCALE="tiny")
     assert again.returncode == 0, again.stderr[-2000:]
     skipped = [line for line in again.stdout.splitlines() if line.endswith("done before, skipped")]
-    assert len(skipped) == 1 + 2 + 6 + 7 + 1  # data, teachers, students, measures (6 + teacher), control
+    # data, teachers, the sweep (2), 6 paper variants x 3 budgets, 2 ladder cells and 2 at d4 x 2 budgets, the
+    # measures of every run but the sweep's and of the teacher, the control
+    assert len(skipped) == 1 + 2 + 2 + 18 + 8 + (18 + 8 + 1) + 1
 
 
-def test_bad_scale_is_one_clear_line(tmp_path):
+def test_bad_settings_are_one_clear_line(tmp_path):
     r = run_all(tmp_path, SCALE="huge")
-    assert r.returncode == 2 and r.stderr.strip() == "run_all.sh: unknown SCALE=huge (use synthetic, tiny, cpu or paper)"
+    assert r.returncode == 2 and r.stderr.strip() == \
+        "run_all.sh: unknown SCALE=huge (use synthetic, capacity, tiny, cpu or paper)"
     r = run_all(tmp_path, SCALE="cpu")
     assert r.returncode == 2 and "needs BabyLM data" in r.stderr and r.stderr.count("\n") == 1
-
-
-def test_teacher_cache_setting_reaches_every_distillation_run(tiny, tmp_path):
-    import shutil
-    src, _ = tiny
-    shutil.copytree(src / "out", tmp_path / "out")  # data and teachers as they are; students and measures redone
-    for marker in os.listdir(tmp_path / "out" / ".done"):
-        if marker.startswith(("distill", "measures")):
-            os.remove(tmp_path / "out" / ".done" / marker)
-    r = run_all(tmp_path, SCALE="tiny", TEACHER_CACHE="exact")
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert ", teacher cache exact; then" in r.stdout.splitlines()[0]
-    caches = sorted(p.split("-exact-")[0] for p in os.listdir(tmp_path / "out" / "teacher-cache") if "." not in p)
-    assert caches == ["teacher-gpt2-syn-synthetic", "teacher-llama-syn-synthetic"]
-    log = (tmp_path / "out" / "logs" / "distill_ChooBaCa-fw-2-syn.log").read_text()
-    assert "teacher cache exact, fixed windows True" in log
-    assert "rv-1-syn: " in (tmp_path / "out" / "logs" / "distill_ChooBaCa-rv-1-syn.log").read_text()
-    assert "TEACHER_CACHE=exact bash run_all.sh" in (tmp_path / "results.md").read_text()
     bad = run_all(tmp_path, SCALE="tiny", TEACHER_CACHE="yes")
     assert bad.returncode == 2 and bad.stderr.strip() == \
         "run_all.sh: unknown TEACHER_CACHE=yes (use off, exact or compact)"
