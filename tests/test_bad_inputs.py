@@ -75,3 +75,16 @@ def test_each_bad_input_is_one_line_exit_2_and_nothing_written(kit):
         assert "\n" not in err and "Traceback" not in err and words in err, (cmd, err[-500:])
         assert err.startswith(("error: ", "run_all.sh: ")), (cmd, err)
         assert snapshot(where) == before, (cmd, snapshot(where) ^ before)
+
+
+def test_a_failed_export_leaves_no_tmp_folder(tmp_path, monkeypatch):
+    import export as X
+    import safetensors.torch
+    model = M.build_model(M.get_config("debug"))
+
+    def full_disk(*a, **k):
+        raise OSError("No space left on device")
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        X.export_hf(model, str(tmp_path / "hf"))
+    assert os.listdir(tmp_path) == []
