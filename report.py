@@ -16,7 +16,7 @@ import numpy as np
 import model as M
 from data import read_jsonl
 from evaluate import fmt, table_rows
-from synthetic_report import synthetic_section
+from synthetic_report import load_json, synthetic_section
 
 
 
@@ -70,11 +70,6 @@ def claim_rows(runs: dict, data_tag: str) -> list:
             cells.append("-")
         out.append(f"| {label} | {a} - {b} | " + " | ".join(cells) + " |")
     return out
-
-
-def load_json(path: str):
-    with open(path) as f:
-        return json.load(f)
 
 
 def read_csv(path: str) -> list:

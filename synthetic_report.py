@@ -13,7 +13,6 @@ import sys
 import numpy as np
 
 from cli import guard
-
 from data import read_jsonl
 from measures import bootstrap_mean, interval
 
@@ -101,10 +100,15 @@ def _cell(runs: list, key: str, scale: float) -> str:
     return f"{scale * _mean(runs, key):.{d}f} [{scale * lo:.{d}f}, {scale * hi:.{d}f}]"
 
 
+def diff_interval(a: list, b: list, key: str) -> tuple:
+    """(mean(A) - mean(B), low, high): the difference with its 95% bootstrap interval over seeds and items."""
+    lo, hi = interval(bootstrap_mean(_items(a, key), seed=1) - bootstrap_mean(_items(b, key), seed=2))
+    return _mean(a, key) - _mean(b, key), lo, hi
+
+
 def difference(a: list, b: list, key: str, scale: float) -> tuple:
     """(cell text, sign: 0 within noise, else +-1) of mean(A) - mean(B) with a 95% bootstrap interval."""
-    diff = _mean(a, key) - _mean(b, key)
-    lo, hi = interval(bootstrap_mean(_items(a, key), seed=1) - bootstrap_mean(_items(b, key), seed=2))
+    diff, lo, hi = diff_interval(a, b, key)
     sign = 0 if lo <= 0 <= hi else (1 if diff > 0 else -1)
     d = 1 if scale == 100 else 3
     return f"{scale * diff:+.{d}f} [{scale * lo:+.{d}f}, {scale * hi:+.{d}f}]" + (" ~" if sign == 0 else ""), sign
@@ -301,8 +305,7 @@ def synthetic_section(work_dir: str, out_path: str) -> list:
             row = {"size": size, "params": fw[0].get("params", 0), "fw_kl": _mean(fw, "recall_kl"),
                    "rv_kl": _mean(rv, "recall_kl"), "verdict": verdict(rv, fw)}
             for key, scale in (("precision", 100.0), ("recall_kl", 1.0)):
-                lo, hi = interval(bootstrap_mean(_items(rv, key), seed=1) - bootstrap_mean(_items(fw, key), seed=2))
-                row[key] = (scale * (_mean(rv, key) - _mean(fw, key)), scale * lo, scale * hi)
+                row[key] = tuple(scale * v for v in diff_interval(rv, fw, key))
             cap.append(row)
     if len(cap) > 1:
         md += ["", "### Capacity: rv-1+ against fw-1 at each student size", "",
