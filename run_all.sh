@@ -184,6 +184,7 @@ drain
 
 # ---- stage 3: distillation ------------------------------------------------------------------------------------
 RUNS=()
+variant_name() { echo "ChooBaCa-${1%+}-$2${1//[^+]/}"; }  # variant_name rv-2+ 24 -> ChooBaCa-rv-2-24+
 if [ "$SYN" = 1 ]; then
   preset_of() { if [ "$1" = d32 ]; then echo baby-llama-syn; else echo "baby-llama-syn-$1"; fi; }
   syn_run() {  # syn_run SIZE CELL STEPS SEED LR flags...: one student in runs/SIZE/CELL/bSTEPS-sSEED
@@ -197,7 +198,7 @@ if [ "$SYN" = 1 ]; then
         --teacher-cache "$TEACHER_CACHE" --prompt-len 48 "${COMMON[@]}" "$@"
   }
   paper_flags() {  # fw-1 -> --variant ChooBaCa-fw-1-syn, rv-2+ -> --variant ChooBaCa-rv-2-syn+
-    echo "--variant ChooBaCa-${1%+}-syn${1//[^+]/}"
+    echo "--variant $(variant_name "$1" syn)"
   }
   ladder_flags() {  # the ablation ladder's rungs beyond the paper's variants (README "The ablation ladder")
     local o=${1#*-} tf="--no-single-step --no-progressive --chunk-size 0 --teachers 1"
@@ -244,7 +245,7 @@ if [ "$SYN" = 1 ]; then
 else
   distill_run() {  # distill_run TAG VARIANT SEED [flags...]: e.g. 24 rv-1+ 0 -> ChooBaCa-rv-1-24+ (seed 0)
     local tag=$1 v=$2 seed=$3; shift 3
-    local name="ChooBaCa-${v%+}-$tag${v//[^+]/}"
+    local name; name=$(variant_name "$v" "$tag")
     local dir="$WORK/$name"
     [ "$seed" = 0 ] || dir="$dir-s$seed"
     [ $# -eq 0 ] || dir="$dir-T1"
