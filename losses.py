@@ -102,9 +102,9 @@ BLOCK_ELEMS = 1 << 17  # CPU: elements per block at least, 512 KB in fp32 (the f
 
 def block_rows(x: torch.Tensor) -> int:
     """Rows per block: on a CPU at least 64 rows and BLOCK_ELEMS elements (64 rows of a 16000 vocabulary, 256
-    of a 512 one): a block stays in cache, and each op over it is large enough that per-op overhead does not
-    dominate (blocks of 64 rows of a 512 vocabulary spent more time dispatching than computing; blocks of 4 MB
-    spent it in page faults of fresh allocations). On a GPU a Python loop over small blocks would cost a
+    of a 512 one): a block stays in cache, and each op over it is large enough that per-op overhead matters
+    less (README "The synthetic experiment's step": 64-row blocks of a 512 vocabulary and 4 MB blocks were
+    both slower). On a GPU a Python loop over small blocks would cost a
     kernel launch per block, so blocks are thousands of rows."""
     return max(64, BLOCK_ELEMS // x.shape[-1]) if x.device.type == "cpu" else 4096
 
