@@ -200,15 +200,17 @@ def sample_single_step(student, teachers, x, cfg: DistillConfig, lam: float, gen
     softmax(z_mix), z_mix = eq. 2 applied to the combined teachers (--sample-from student: the student's
     own logits, on-policy). Returns (sequences (b, T), each teacher's logits (b, T - P, V) at positions
     P-1 .. T-2): the predictions of the sampled tokens, which the sampler computed to draw them and which
-    are exactly the KD term's targets. `sampler`, when given, is a model in the compute dtype that receives
+    are exactly the KD term's targets; None with --sample-from student, whose sampling needs no teacher (they
+    score the finished text in one teacher-forced pass instead of stepping with the sampler). `sampler`, when given, is a model in the compute dtype that receives
     the student's current weights (autocast would otherwise re-cast every weight at each of the T - P
     decoding steps)."""
     T, P = x.shape[1], cfg.prompt_len
     mix = lambda zs: mix_logits(combine_teachers(zs[1:]), zs[0], lam)  # noqa: E731 (zs[0] is the student)
-    if cfg.sample_from == "student":  # on-policy: the student's own distribution
-        mix = lambda zs: zs[0]  # noqa: E731
     if sampler is not None:
         sampler.load_state_dict(student.state_dict())  # this step's weights, cast once
+    if cfg.sample_from == "student":  # the teachers do not steer the sampling: they score the text afterwards
+        with autocast_ctx(x.device, cfg.precision):
+            return M.generate(sampler or student, x[:, :P], T - P, generator=generator), None
     with autocast_ctx(x.device, cfg.precision):
         seq, seen = M.generate([sampler or student, *teachers], x[:, :P], T - P, mix=mix, generator=generator,
                                return_logits=True)  # (b, T), each (b, T - P, V)
@@ -248,7 +250,7 @@ def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, bac
         assert targets_cached is None, "the single-step term runs the teachers on sampled text"
         kd_x, sampled = sample_single_step(student, teachers, x, cfg, lam, generator, sampler)
         kd_lo, kd_hi = cfg.prompt_len - 1, T - 1  # logits at P-1 .. T-2 predict the sampled tokens
-        targets_cached = None if cfg.single_step_rerun else [Logits(z) for z in sampled]
+        targets_cached = None if cfg.single_step_rerun or sampled is None else [Logits(z) for z in sampled]
     n_ce = (targets != -100).sum()
     n_kd = b if cfg.kd_norm == "batch" else b * (kd_hi - kd_lo)
     with autocast_ctx(x.device, cfg.precision):

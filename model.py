@@ -283,7 +283,8 @@ def generate(models, prompt: torch.Tensor, max_new_tokens: int, temperature: flo
     x, new, seen = prompt, [], [[] for _ in models]
     done = torch.zeros(B, dtype=torch.bool, device=prompt.device)  # rows that emitted stop_token
     for _ in range(max_new_tokens):
-        logits = [m(x, cache=c)[:, -1].float() for m, c in zip(models, caches)]  # each (B, V)
+        # the head on the last position only: the prompt's other predictions are not needed
+        logits = [m.head(m.hidden(x, cache=c)[:, -1]).float() for m, c in zip(models, caches)]  # each (B, V)
         for s, z in zip(seen, logits):
             s.append(z)
         z = mix(logits) if mix is not None else logits[0]

@@ -17,6 +17,7 @@
 # teacher and data set (README "Teacher cache"; fixed windows for every variant, single-step ones still run the
 # teachers); default exact on the synthetic scales (each run sees under one epoch), off otherwise.
 # WINDOWS_CHECK=1 (synthetic): fw-1 and rv-1+ also with fresh random offsets (no cache), to compare the verdicts.
+# LONG=1 (synthetic): fw-1 and rv-1+ also at 2, 4 and 8 times the budget (every seed): where the verdict leads.
 # Data: BABYLM_DIR (2024 layout), BABYLM_2023_DIR (2023 layout), BABYLM_EVAL_DIR (the pipeline's evaluation_data).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -54,7 +55,8 @@ check() {  # check NAME VALUE REGEX ACCEPTS
 }
 for v in SEEDS JOBS NPROC; do check "$v" "${!v}" '[1-9][0-9]*' "a whole number, 1 or more"; done
 WINDOWS_CHECK=${WINDOWS_CHECK:-0}
-for v in EXTRA ABLATION FORCE WINDOWS_CHECK; do check "$v" "${!v}" '0|1' "0 or 1"; done
+LONG=${LONG:-0}
+for v in EXTRA ABLATION FORCE WINDOWS_CHECK LONG; do check "$v" "${!v}" '0|1' "0 or 1"; done
 check TEACHER2_MICRO "${TEACHER2_MICRO:-}" '|[1-9][0-9]*' "a whole number, 1 or more, or leave it unset"
 if [ -e "$WORK" ] && { [ ! -d "$WORK" ] || [ ! -w "$WORK" ]; }; then
   echo "run_all.sh: bad WORK=$WORK (use a writable folder, or a path that does not exist yet)" >&2; exit 2
@@ -108,7 +110,7 @@ if [ "$SYN" = 1 ]; then
     # 3.2M tokens) are more than one epoch of the longest student run, so fixed windows (the teacher cache)
     # and fresh random offsets both show every student each token at most once
     N_TRAIN=360000; TEACHER_FLAGS=(--max-steps 600 --warmup 60 --lr 3e-3 --eval-every 200)
-    BUDGET=1000; LRS="3e-3 1e-2 3e-2"; SAMPLES=1000; LADDER_CELLS="ap-rv ap-fw a-fw a-rv b-fw b-rv c-rv d-fw d-rv"
+    BUDGET=1000; LRS="1e-2 3e-2 1e-1 3e-1"; SAMPLES=1000; LADDER_CELLS="ap-rv ap-fw a-fw a-rv b-fw b-rv c-rv d-fw d-rv"
     SIZES=$([ "$SCALE" = capacity ] && echo "d4 d8 d16 d32 d64" || echo "d8")
   fi
 else
@@ -130,7 +132,7 @@ fi
 if [ "$SYN" = 1 ]; then  # the sweep; the paper's six at 3 budgets; 9 more ladder cells and 2 per other size at 2
   N_SIZES=$(wc -w <<< "$SIZES"); N_LRS=$(wc -w <<< "$LRS")
   N_RUNS=$(( 2 * N_LRS + 18 * SEEDS + 2 * $(wc -w <<< "$LADDER_CELLS") * SEEDS + 4 * SEEDS * (N_SIZES - 1)
-            + 2 * SEEDS * WINDOWS_CHECK ))
+            + 2 * SEEDS * WINDOWS_CHECK + 6 * SEEDS * LONG ))
 else
   N_RUNS=$(( 6 * SEEDS * ${#DATASETS[@]} + (EXTRA == 1 ? 4 : 0) + (ABLATION == 1 ? 2 : 0) ))
 fi
@@ -140,15 +142,18 @@ torch.set_num_threads($THREADS); a = torch.randn(256, 256); t = time.perf_counte
 while time.perf_counter() - t < 0.3: a @ a; n += 1
 print(round(2 * 256 ** 3 * n / (time.perf_counter() - t) / 1e9))")
 case "$SCALE" in  # minutes measured on the README's machines, scaled by this CPU's fp32 matmul rate (a 0.3 s probe)
-  synthetic) MINUTES=$(python -c "print(round(37.3 * 208 / max($PROBE, 1), 1))") ;;  # 37.3 min at 208 on the AMX machine
-  capacity) MINUTES=$(python -c "print(round(48 * 208 / max($PROBE, 1), 1))") ;;  # 37.3 + 13.4 min measured, less the windows runs
-  tiny) MINUTES=1.5 ;; cpu) MINUTES="40 or more" ;; paper) MINUTES="days on one GPU" ;;
+  # synthetic 37.3 min at 208 on the AMX machine; capacity 37.3 + 13.4 min less the windows runs; LONG=1 adds 14
+  synthetic) MINUTES=$(python -c "print(round((37.3 + 14 * $LONG) * 208 / max($PROBE, 1), 1))") ;;
+  capacity) MINUTES=$(python -c "print(round((48 + 14 * $LONG) * 208 / max($PROBE, 1), 1))") ;;
+  tiny) MINUTES=$([ "$LONG" = 1 ] && echo 2 || echo 1.5) ;; cpu) MINUTES="40 or more" ;; paper) MINUTES="days on one GPU" ;;
 esac
 if [ "$SYN" = 1 ]; then
   echo "run_all.sh: SCALE=$SCALE on synthetic: teachers $T1 and $T2, students of size(s) $SIZES (main $MAIN);"\
        "$N_RUNS distillation runs (a learning-rate sweep, then the paper's six variants and the ablation ladder x"\
        "$SEEDS seed(s) at $BUDGET, $((BUDGET / 2)) and $((BUDGET / 8)) steps$([ "$N_SIZES" -gt 1 ] && echo \
-       ", fw-1 and rv-1+ at every size")), $JOBS at a time, teacher cache $TEACHER_CACHE; then the mode-seeking"\
+       ", fw-1 and rv-1+ at every size")$([ "$LONG" = 1 ] && echo \
+       "; fw-1 and rv-1+ also at $((2 * BUDGET)), $((4 * BUDGET)) and $((8 * BUDGET)) steps")), $JOBS at a time, teacher"\
+       "cache $TEACHER_CACHE; then the mode-seeking"\
        "measures, a positive control, and $RESULTS."
 else
 echo "run_all.sh: SCALE=$SCALE on ${DATASETS[*]}: teachers $T1 and $T2, student $STUDENT; $N_RUNS distillation runs"\
@@ -220,6 +225,14 @@ if [ "$SYN" = 1 ]; then
   LR_FW=$(python synthetic_report.py --best-lr "$WORK/runs/$MAIN" fw-1)
   LR_RV=$(python synthetic_report.py --best-lr "$WORK/runs/$MAIN" rv-1+)
   echo "== learning rates (lowest validation CE of the sweep): forward KL $LR_FW, reverse KL $LR_RV"
+  # 1b. LONG=1: fw-1 and rv-1+ at 8B, 4B and 2B (the longest runs first, so the pool ends together)
+  if [ "$LONG" = 1 ]; then
+    for steps in $((8 * BUDGET)) $((4 * BUDGET)) $((2 * BUDGET)); do
+      for seed in $(seq 0 $((SEEDS - 1))); do
+        for v in fw-1 rv-1+; do syn_run "$MAIN" "$v" "$steps" "$seed" "$(lr_of "$v")" $(paper_flags "$v"); done
+      done
+    done
+  fi
   # 2. the paper's six at B, B/2, B/8 and the ladder's other cells at B, B/2, at the main size; single-step first
   for seed in $(seq 0 $((SEEDS - 1))); do
     for steps in "$BUDGET" $((BUDGET / 2)) $((BUDGET / 8 > 0 ? BUDGET / 8 : 1)); do

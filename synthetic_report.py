@@ -36,6 +36,7 @@ LADDER = [("a", "pure KD (alpha 0), T = 1, corpus prefixes", "a-rv", "a-fw"),
           ("e", "the paper's rv-1 (mixing, single-step term) against fw-1", "rv-1", "fw-1"),
           ("a'", "pure KD, T = 1, on the student's own samples (on-policy)", "ap-rv", "ap-fw")]
 RUN_RE = re.compile(r"^b(\d+)-s(\d+)$")
+LONG_CELLS = ("fw-1", "rv-1+")  # the cells LONG=1 also runs beyond the budget
 
 
 def load_json(path: str):
@@ -211,8 +212,8 @@ def synthetic_section(work_dir: str, out_path: str) -> list:
     if not runs:
         return []
     sizes = sorted({s for s, _, _ in runs}, key=lambda s: int(s[1:]))
-    steps_all = sorted({n for _, _, n in runs})
-    budget = steps_all[-1]
+    # the budget B of the sweep, the ladder and the paper's variants; LONG=1 runs fw-1 and rv-1+ beyond it
+    budget = max((n for _, c, n in runs if c not in LONG_CELLS), default=max(n for _, _, n in runs))
     main = "d8" if "d8" in sizes else sizes[0]
     at = lambda size, cell, n=budget: runs.get((size, cell, n))  # noqa: E731
     teacher_dirs = [d for d in sorted(os.listdir(work_dir)) if d.startswith("teacher-") and d.endswith("-synthetic")
@@ -280,7 +281,7 @@ def synthetic_section(work_dir: str, out_path: str) -> list:
             ent = difference(at(main, a), at(main, b), "entropy", 1.0)[0]
             md.append(f"| {r} | {what} | {a} - {b} | {cells[0]} | {cells[1]} | {ent} | {text} |")
     # the paper's claims, by budget
-    budgets = sorted({k for s, c, k in runs if s == main and c in PAPER_ORDER}, reverse=True)
+    budgets = sorted({k for s, c, k in runs if s == main and c in PAPER_ORDER and k <= budget}, reverse=True)
     md += ["", f"### The paper's variants: verdicts at {main}, by budget (each a full schedule of that length)", "",
            "| claim | A - B | steps | grammatical, points | KL(p_true‖q) | verdict |", "|---|---|---|---|---|---|"]
     for label, a, b in SYN_CLAIMS:
@@ -288,6 +289,7 @@ def synthetic_section(work_dir: str, out_path: str) -> list:
             if at(main, a, k) and at(main, b, k):
                 cells, text = verdict(at(main, a, k), at(main, b, k))
                 md.append(f"| {label} | {a} - {b} | {k} | {cells[0]} | {cells[1]} | {text} |")
+    md += long_section(runs, main, budget, t_kl)
     # the teacher cache's fixed windows against random offsets (WINDOWS_CHECK=1)
     if at(main, "fw-1-random") and at(main, "rv-1+-random"):
         md += ["", f"### Fixed windows (the teacher cache) against fresh random offsets, at {main}, {budget} steps", "",
@@ -323,6 +325,37 @@ def synthetic_section(work_dir: str, out_path: str) -> list:
     png = os.path.splitext(out_path)[0] + "_pr.png"
     if pr_plot({c: at(main, c) for c in students}, teacher, png):
         md += ["", f"![precision vs recall]({os.path.relpath(png, os.path.dirname(os.path.abspath(out_path)))})"]
+    return md
+
+
+def long_section(runs: dict, main: str, budget: int, t_kl: float) -> list:
+    """LONG=1: fw-1 and rv-1+ at every budget up to 8 B, each a full schedule: per objective its measures, the
+    convergence check from the budget before (half of it), and the capacity gap; then rv-1+ - fw-1."""
+    fw, rv = LONG_CELLS
+    steps = sorted(k for s, c, k in runs if s == main and c == fw and runs.get((main, rv, k)))
+    if not steps or steps[-1] <= budget:
+        return []
+    md = ["", f"### Where the verdict leads: {fw} and {rv} at {main} up to {steps[-1]} steps (LONG=1)", "",
+          f"Each budget is a full schedule. Converged: from half the budget, grammatical % and KL(p_true‖q) moved by less "
+          f"than the half-width of the 95% interval (the move; ± the half-width). × teacher: KL(p_true‖q) over the "
+          f"teacher's {t_kl:.4f}.", "",
+          "| steps | student | grammatical % | KL(p_true‖q) | × teacher | grammatical move | KL move | converged |",
+          "|---|---|---|---|---|---|---|---|"]
+    for k in steps:
+        for c in (fw, rv):
+            kl = _mean(runs[(main, c, k)], "recall_kl")
+            check = ["-", "-", "-"]
+            if runs.get((main, c, k // 2)):
+                (g, m), ok = converged(runs[(main, c, k // 2)], runs[(main, c, k)])
+                check = [g.split("(")[1].rstrip(")"), m.split("(")[1].rstrip(")"), "yes" if ok else "**no**"]
+            md.append(f"| {k} | {c} | {_cell(runs[(main, c, k)], 'precision', 100.0)} | "
+                      f"{_cell(runs[(main, c, k)], 'recall_kl', 1.0)} | {kl / t_kl:.1f} | " + " | ".join(check) + " |")
+    md += ["", "| steps | A - B | grammatical, points | KL(p_true‖q) | entropy / token | verdict |",
+           "|---|---|---|---|---|---|"]
+    for k in steps:
+        cells, text = verdict(runs[(main, rv, k)], runs[(main, fw, k)])
+        ent = difference(runs[(main, rv, k)], runs[(main, fw, k)], "entropy", 1.0)[0]
+        md.append(f"| {k} | {rv} - {fw} | {cells[0]} | {cells[1]} | {ent} | {text} |")
     return md
 
 

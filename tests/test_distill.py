@@ -94,17 +94,19 @@ def test_step_wise_loss_equals_direct_unchunked_loss(objective, n_teachers, lam,
             torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("n_teachers", [1, 2])
-def test_single_step_term_equals_a_direct_computation(n_teachers):
+@pytest.mark.parametrize("n_teachers,sample_from", [(1, "mix"), (2, "mix"), (2, "student")])
+def test_single_step_term_equals_a_direct_computation(n_teachers, sample_from):
     student, teachers = models(n_teachers)
     x = torch.randint(0, 64, (2, 24))
     P, lam = 10, 0.8
     cfg = DS.DistillConfig(objective="rv", single_step=True, chunk_size=0, prompt_len=P, precision="fp32",
-                           teacher_combine="kl")
+                           teacher_combine="kl", sample_from=sample_from)
     ce, kd = DS.distill_micro_step(student, teachers, x, cfg, lam, lambda l: l, torch.Generator().manual_seed(5))
     got = grads(student)
     student.zero_grad()
     mix = lambda zs: lam * torch.stack(zs[1:]).mean(0) + (1 - lam) * zs[0]  # noqa: E731
+    if sample_from == "student":  # on-policy: the student's own distribution
+        mix = lambda zs: zs[0]  # noqa: E731
     seq = M.generate([student, *teachers], x[:, :P], 24 - P, mix=mix, generator=torch.Generator().manual_seed(5))
     greedy = M.generate([student, *teachers], x[:, :P], 24 - P, mix=mix, temperature=0)
     assert torch.equal(seq[:, :P], x[:, :P]) and not torch.equal(seq, greedy)  # sampled, not the argmax path

@@ -53,14 +53,22 @@ def test_tiny_run_writes_the_synthetic_report(tiny):
     assert (b["variant"], b["max_steps"], b["preset"]) == ("ChooBaCa-rv-1-syn+", 4, "baby-llama-syn-d4")
 
 
-def test_second_run_skips_finished_stages(tiny):
+def test_second_run_skips_finished_stages_and_long_adds_runs(tiny):
+    """Run again with LONG=1: what finished is skipped, fw-1 and rv-1+ run at 2, 4 and 8 times the budget."""
     tmp, _ = tiny
-    again = run_all(tmp, SCALE="tiny")
+    again = run_all(tmp, SCALE="tiny", LONG="1")
     assert again.returncode == 0, again.stderr[-2000:]
     skipped = [line for line in again.stdout.splitlines() if line.endswith("done before, skipped")]
     # data, teachers, the sweep (2), 6 paper variants x 3 budgets, 2 ladder cells and 2 at d4 x 2 budgets, the
     # measures of every run but the sweep's and of the teacher, the control
     assert len(skipped) == 1 + 2 + 2 + 18 + 8 + (18 + 8 + 1) + 1
+    ran = [line.split()[2].rstrip(":") for line in again.stdout.splitlines()
+           if line.startswith("== distill runs/") and not line.endswith("skipped")]
+    assert sorted(ran) == [f"runs/d8/{v}/b{k}-s0" for v in ("fw-1", "rv-1+")
+                                                       for k in (16, 32, 64)]
+    md = (tmp / "results.md").read_text()
+    assert "### Where the verdict leads: fw-1 and rv-1+ at d8 up to 64 steps (LONG=1)" in md
+    assert "| 64 | rv-1+ - fw-1 |" in md and "### Every student at d8, 8 steps" in md
 
 
 def test_bad_settings_are_one_clear_line(tmp_path):

@@ -78,3 +78,30 @@ def test_section_over_a_runs_tree(tmp_path):
     assert "The capacity gap at d8 (1,000 parameters): KL(p_true‖q) per token fw-1 0.049" in md and "(2.0×)" in md
     for png in ("results_capacity.png", "results_pr.png"):  # matplotlib is a requirement: the pictures are drawn
         assert (tmp_path / png).stat().st_size > 1000 and f"]({png})" in md
+
+
+def test_long_budgets_get_their_own_section(tmp_path):
+    """LONG=1 runs fw-1 and rv-1+ beyond the budget: the paper's tables stay at the budget (that of the other
+    cells), the long section lists every budget with its convergence check and the capacity multiple."""
+    root = str(tmp_path)
+    for seed in range(2):
+        for steps in (4, 8, 16, 32):
+            write_run(root, "d8", "fw-1", steps, seed, run(0.7, 0.05, seed))
+            kl = 0.05 if steps < 32 else 0.15  # rv-1+ moves at the last doubling: not converged there
+            write_run(root, "d8", "rv-1+", steps, seed, run(0.7, kl, seed + 5))
+        for steps in (4, 8):
+            write_run(root, "d8", "a-fw", steps, seed, run(0.7, 0.05, seed + 7))
+    os.makedirs(os.path.join(root, "teacher-llama-syn-synthetic", "eval"))
+    json.dump({"along": [{"precision": 0.95, "recall_kl": 0.025}], "true_entropy": 1.9},
+              open(os.path.join(root, "teacher-llama-syn-synthetic", "eval", "measures.json"), "w"))
+    md = "\n".join(SR.synthetic_section(root, str(tmp_path / "results.md")))
+    assert "### Every student at d8, 8 steps" in md and "| rv-1+ - fw-1 | 16 |" not in md
+    assert "### Where the verdict leads: fw-1 and rv-1+ at d8 up to 32 steps (LONG=1)" in md
+    long = md.split("### Where the verdict leads")[1]
+    assert "| 4 | fw-1 | " in long and "| - | - | - |" in long  # no half budget below the shortest
+    assert "| 32 | fw-1 | " in long and "| 2.0 | " in long  # 0.05 is twice the teacher's 0.025
+    rv32 = next(line for line in long.splitlines() if line.startswith("| 32 | rv-1+ |"))
+    assert "| 6.0 | " in rv32 and rv32.endswith("| **no** |")
+    for row in ("| 8 | fw-1 |", "| 16 | rv-1+ |"):
+        assert next(line for line in long.splitlines() if line.startswith(row)).endswith("| yes |")
+    assert "| 32 | rv-1+ - fw-1 |" in long and "lower recall" in long.split("| 32 | rv-1+ - fw-1 |")[1]
