@@ -161,6 +161,27 @@ def bench_cache(teachers, form, precision, tokens, T, device):
     return caches, n * T / (time.perf_counter() - t)
 
 
+def distill_step(student, teachers, cfg, lam: float, tokens, caches, opt, scaler, device, B: int, T: int,
+                 clip: bool = False):
+    """One optimizer step of distill.py's loop as a closure: a random batch of B windows of the 4B-window token
+    stream each call (and the caches' rows for them), eq. 9's micro-step, gradient clipping when `clip`, AdamW."""
+    import distill as DS
+    g, gen = torch.Generator().manual_seed(0), torch.Generator(device=device).manual_seed(1)
+
+    def step():
+        idx = torch.randperm(4 * B, generator=g)[:B]
+        x = D.window_rows(tokens, idx, T).to(device)
+        cached = [c.fetch(idx, device) for c in caches] if caches else None
+        DS.distill_micro_step(student, teachers, x, cfg, lam, scaler.scale, gen, targets_cached=cached)
+        if clip:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
 def run_one(args, job: dict) -> dict:
     """One configuration, in this process."""
     import distill as DS
@@ -212,17 +233,8 @@ def run_one(args, job: dict) -> dict:
         if job["cache"] != "off":
             caches, rate = bench_cache(teachers, job["cache"], precision, tokens, T, device)
             out["build_tok_s"] = round(rate)
-        g = torch.Generator().manual_seed(0)
-
-        def step():  # a random batch of windows each step, read from the stream (and the caches)
-            idx = torch.randperm(4 * B, generator=g)[:B]
-            xs = D.window_rows(tokens, idx, T).to(device)
-            cached = [c.fetch(idx, device) for c in caches] if caches else None
-            DS.distill_micro_step(student, teachers, xs, cfg, 0.9 if cfg.objective == "rv" else 1.0, scaler.scale,
-                                  targets_cached=cached)
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad(set_to_none=True)
+        step = distill_step(student, teachers, cfg, 0.9 if cfg.objective == "rv" else 1.0, tokens, caches, opt, scaler,
+                            device, B, T)
     else:
         def step():
             with autocast_ctx(device, precision):
@@ -273,17 +285,8 @@ def run_variant(args, job: dict, out: dict, device) -> dict:
         caches, rate = bench_cache(teachers, "exact", "fp32", tokens, T, device)
         out["build_tok_s"] = round(rate)
     out["cache"] = "exact" if caches else "off"
-    g, gen = torch.Generator().manual_seed(0), torch.Generator(device=device).manual_seed(1)
-    lam = DS.lambda_for_epoch(cfg, 0)
-
-    def step():
-        idx = torch.randperm(4 * B, generator=g)[:B]
-        x = D.window_rows(tokens, idx, T).to(device)
-        cached = [c.fetch(idx, device) for c in caches] if caches else None
-        DS.distill_micro_step(student, teachers, x, cfg, lam, lambda loss: loss, gen, targets_cached=cached)
-        torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    step = distill_step(student, teachers, cfg, DS.lambda_for_epoch(cfg, 0), tokens, caches, opt,
+                        torch.amp.GradScaler(device.type, enabled=False), device, B, T, clip=True)
     for _ in range(3):
         step()
     t = time.perf_counter()

@@ -51,14 +51,18 @@ EWOK_PASSWORD = b"ewok"  # the upstream password of the EWoK terms of use
 # data
 
 
+def require_eval_dir(eval_dir: str):
+    if not os.path.isdir(eval_dir):
+        raise ValueError(f"evaluation data not found at {eval_dir}: pass --eval-dir (the pipeline's evaluation_data "
+                         f"folder, from https://osf.io/ad7qg/) or set BABYLM_EVAL_DIR")
+
+
 def load_zero_shot(eval_dir: str, tasks: list) -> dict:
     """{"blimp": {uid: rows}, "blimp_supplement": {task: rows}, "ewok": {domain: rows}} for the tasks asked;
     EWoK read from ewok_filtered/ or, in memory, from the password zip (never written out as text)."""
     if not {"blimp", "supplement", "blimp_supplement", "ewok"} & set(tasks):
         return {}
-    if not os.path.isdir(eval_dir):
-        raise ValueError(f"evaluation folder {eval_dir!r} not found: pass --eval-dir or set BABYLM_EVAL_DIR "
-                         f"(the pipeline's evaluation_data, from https://osf.io/ad7qg/)")
+    require_eval_dir(eval_dir)
     out = {}
     for key, folder, names in (("blimp", "blimp_filtered", None), ("blimp_supplement", "supplement_filtered", SUPPLEMENT)):
         if key.replace("blimp_", "") not in tasks and key not in tasks:
@@ -311,9 +315,7 @@ def check_tasks(args):
     bad = [t for t in args.glue_tasks.split(",") if t and t not in GLUE]
     if bad:
         raise ValueError(f"unknown --glue-tasks {','.join(bad)}: use a comma-separated subset of {', '.join(GLUE)}")
-    if not os.path.isdir(args.eval_dir):
-        raise ValueError(f"evaluation data not found at {args.eval_dir}: pass --eval-dir (the pipeline's "
-                         f"evaluation_data folder) or set BABYLM_EVAL_DIR")
+    require_eval_dir(args.eval_dir)
     for ckpt in args.checkpoints:
         if not os.path.isfile(ckpt):
             raise ValueError(f"checkpoint {ckpt} not found: train it first or check the path")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole reproduction, data to results.md.
 #
-#   bash run_all.sh                       # no BabyLM data: the synthetic experiment (README), ~37 min on 2 cores
-#   SCALE=capacity bash run_all.sh        # the synthetic experiment plus students of five widths, ~48 min
+#   bash run_all.sh                       # no BabyLM data: the synthetic experiment (README), ~41 min on 2 cores
+#   SCALE=capacity bash run_all.sh        # the synthetic experiment plus students of five widths, ~52 min
 #   BABYLM_DIR=../shared/data/corpus BABYLM_EVAL_DIR=../shared/data/eval bash run_all.sh   # real data, CPU scale
 #   SCALE=paper bash run_all.sh           # the paper's sizes and schedules (a GPU)
 #   FORCE=1 bash run_all.sh               # rerun stages whose outputs exist
@@ -142,9 +142,10 @@ torch.set_num_threads($THREADS); a = torch.randn(256, 256); t = time.perf_counte
 while time.perf_counter() - t < 0.3: a @ a; n += 1
 print(round(2 * 256 ** 3 * n / (time.perf_counter() - t) / 1e9))")
 case "$SCALE" in  # minutes measured on the README's machines, scaled by this CPU's fp32 matmul rate (a 0.3 s probe)
-  # synthetic 37.3 min at 208 on the AMX machine; capacity 37.3 + 13.4 min less the windows runs; LONG=1 adds 14
-  synthetic) MINUTES=$(python -c "print(round((37.3 + 14 * $LONG) * 208 / max($PROBE, 1), 1))") ;;
-  capacity) MINUTES=$(python -c "print(round((48 + 14 * $LONG) * 208 / max($PROBE, 1), 1))") ;;
+  # measured on the AMX machine at a probe of 161, 2026-12-03: synthetic 41.4 min; the other sizes add 10.6,
+  # LONG=1 18.0 and WINDOWS_CHECK=1 4.1 (their stage times over two jobs)
+  synthetic|capacity) MINUTES=$(python -c "print(round((41.4 + 10.6 * ('$SCALE' == 'capacity') + 18.0 * $LONG
+                                                        + 4.1 * $WINDOWS_CHECK) * 161 / max($PROBE, 1), 1))") ;;
   tiny) MINUTES=$([ "$LONG" = 1 ] && echo 2 || echo 1.5) ;; cpu) MINUTES="40 or more" ;; paper) MINUTES="days on one GPU" ;;
 esac
 if [ "$SYN" = 1 ]; then
@@ -307,7 +308,8 @@ drain
 {
   echo "# Results ($SCALE scale)"
   echo
-  echo "Produced by \`SCALE=$SCALE$([ "$TEACHER_CACHE" != off ] && echo " TEACHER_CACHE=$TEACHER_CACHE") bash run_all.sh\` on $(date -u +%Y-%m-%d) in $(( $(date +%s) - T_START )) s,"\
+  echo "Produced by \`SCALE=$SCALE$([ "$TEACHER_CACHE" != off ] && echo " TEACHER_CACHE=$TEACHER_CACHE")$(
+    [ "$WINDOWS_CHECK" = 1 ] && echo " WINDOWS_CHECK=1")$([ "$LONG" = 1 ] && echo " LONG=1") bash run_all.sh\` on $(date -u +%Y-%m-%d) in $(( $(date +%s) - T_START )) s,"\
        "$(python -c "import bench; print(bench.machine_summary())"), $JOBS job(s) at a time; data: ${DATASETS[*]}."
   echo "Models: student $STUDENT, teachers $T1 and $T2. Stage wall times, added up by kind (the pool runs $JOBS at once):"
   echo
