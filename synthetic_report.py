@@ -305,19 +305,22 @@ def synthetic_section(work_dir: str, out_path: str) -> list:
         if at(size, "fw-1") and at(size, "rv-1+"):
             fw, rv = at(size, "fw-1"), at(size, "rv-1+")
             row = {"size": size, "params": fw[0].get("params", 0), "fw_kl": _mean(fw, "recall_kl"),
-                   "rv_kl": _mean(rv, "recall_kl"), "verdict": verdict(rv, fw)}
+                   "rv_kl": _mean(rv, "recall_kl"), "verdict": verdict(rv, fw),
+                   "val": [np.mean([r["val_loss"] for r in g]) for g in (fw, rv)]}
             for key, scale in (("precision", 100.0), ("recall_kl", 1.0)):
                 row[key] = tuple(scale * v for v in diff_interval(rv, fw, key))
             cap.append(row)
     if len(cap) > 1:
         md += ["", "### Capacity: rv-1+ against fw-1 at each student size", "",
-               f"The teacher's KL(p_true‖p_T) is {t_kl:.4f}; each student's KL(p_true‖q) beside it, as a multiple.", "",
-               "| size | params | fw-1 KL(p_true‖q) | × teacher | rv-1+ KL(p_true‖q) | grammatical, points | KL(p_true‖q) "
-               "| verdict |", "|---|---|---|---|---|---|---|---|"]
+               f"The teacher's KL(p_true‖p_T) is {t_kl:.4f}; each student's KL(p_true‖q) beside it, as a multiple; "
+               "val CE: each objective's final validation CE, the mean over seeds (every size runs at the main "
+               "size's learning rates: a CE far above its neighbours' is a student that did not train).", "",
+               "| size | params | fw-1 KL(p_true‖q) | × teacher | rv-1+ KL(p_true‖q) | val CE fw-1 / rv-1+ | grammatical, "
+               "points | KL(p_true‖q) | verdict |", "|---|---|---|---|---|---|---|---|---|"]
         for r in cap:
             cells, text = r["verdict"]
             md.append(f"| {r['size']} | {r['params']:,} | {r['fw_kl']:.4f} | {r['fw_kl'] / t_kl:.1f} | {r['rv_kl']:.4f} | "
-                      f"{cells[0]} | {cells[1]} | {text} |")
+                      f"{r['val'][0]:.3f} / {r['val'][1]:.3f} | {cells[0]} | {cells[1]} | {text} |")
         png = os.path.splitext(out_path)[0] + "_capacity.png"
         if capacity_plot(cap, png):
             md += ["", f"![rv - fw against size]({os.path.relpath(png, os.path.dirname(os.path.abspath(out_path)))})"]

@@ -66,7 +66,7 @@ def test_section_over_a_runs_tree(tmp_path):
             write_run(root, "d8", "a-fw", steps, seed, run(0.7, 0.05, seed + 7))
             write_run(root, "d8", "a-rv", steps, seed, run(0.7, 0.05, seed + 9))
             write_run(root, "d4", "fw-1", steps, seed, run(0.5, 0.20, seed))
-            write_run(root, "d4", "rv-1+", steps, seed, run(0.5, 0.20, seed + 3))
+            write_run(root, "d4", "rv-1+", steps, seed, run(0.5, 0.20, seed + 3), val_loss=2.0 + seed)
     os.makedirs(os.path.join(root, "teacher-llama-syn-synthetic", "eval"))
     json.dump({"along": [{"precision": 0.95, "recall_kl": 0.025}], "true_entropy": 1.9},
               open(os.path.join(root, "teacher-llama-syn-synthetic", "eval", "measures.json"), "w"))
@@ -75,6 +75,7 @@ def test_section_over_a_runs_tree(tmp_path):
     assert "| a | pure KD" in md and "| rv-1+ - fw-1 | 4 |" in md and "| rv-1+ - fw-1 | 8 |" in md
     assert "6 of 6 students converged" in md
     assert "| d4 | 1,000 | 0.19" in md and "| 8.0 |" in md and "### Capacity" in md  # 0.20 is 8x the teacher's
+    assert "| 1.000 / 2.500 |" in md  # each objective's final validation CE, the mean over the seeds
     assert "The capacity gap at d8 (1,000 parameters): KL(p_true‖q) per token fw-1 0.049" in md and "(2.0×)" in md
     for png in ("results_capacity.png", "results_pr.png"):  # matplotlib is a requirement: the pictures are drawn
         assert (tmp_path / png).stat().st_size > 1000 and f"]({png})" in md
