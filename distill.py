@@ -201,9 +201,9 @@ def sample_single_step(student, teachers, x, cfg: DistillConfig, lam: float, gen
     own logits, on-policy). Returns (sequences (b, T), each teacher's logits (b, T - P, V) at positions
     P-1 .. T-2): the predictions of the sampled tokens, which the sampler computed to draw them and which
     are exactly the KD term's targets; None with --sample-from student, whose sampling needs no teacher (they
-    score the finished text in one teacher-forced pass instead of stepping with the sampler). `sampler`, when given, is a model in the compute dtype that receives
-    the student's current weights (autocast would otherwise re-cast every weight at each of the T - P
-    decoding steps)."""
+    score the finished text in one teacher-forced pass instead of stepping with the sampler). `sampler`, when
+    given, is a model in the compute dtype that receives the student's current weights (autocast would
+    otherwise re-cast every weight at each of the T - P decoding steps)."""
     T, P = x.shape[1], cfg.prompt_len
     mix = lambda zs: mix_logits(combine_teachers(zs[1:]), zs[0], lam)  # noqa: E731 (zs[0] is the student)
     if sampler is not None:

@@ -129,17 +129,17 @@ def verdict(a: list, b: list) -> tuple:
 
 
 def converged(short: list, full: list) -> tuple:
-    """The check over the last doubling of the budget: (text per measure, converged?). Converged when, for
-    grammatical % and KL(p_true || q), the mean moved from B/2 to B by less than the half-width of the B
-    run's 95% interval."""
+    """The check over the last doubling of the budget: ([(text "B/2 → B", text "move; ± half-width")] per
+    measure, converged?). Converged when, for grammatical % and KL(p_true || q), the mean moved from B/2 to B
+    by less than the half-width of the B run's 95% interval."""
     cells, ok = [], True
     for key, scale in (("precision", 100.0), ("recall_kl", 1.0)):
         lo, hi = interval(bootstrap_mean(_items(full, key)))
         move, half = _mean(full, key) - _mean(short, key), (hi - lo) / 2
         ok &= abs(move) < half
         d = 1 if scale == 100 else 3
-        cells.append(f"{scale * _mean(short, key):.{d}f} → {scale * _mean(full, key):.{d}f} "
-                     f"({scale * move:+.{d}f}; ±{scale * half:.{d}f})")
+        cells.append((f"{scale * _mean(short, key):.{d}f} → {scale * _mean(full, key):.{d}f}",
+                      f"{scale * move:+.{d}f}; ±{scale * half:.{d}f}"))
     return cells, ok
 
 
@@ -266,9 +266,10 @@ def synthetic_section(work_dir: str, out_path: str) -> list:
     for size in sizes:
         for c in sorted({c for s, c, k in runs if s == size and k == budget}, key=lambda c: (c not in PAPER_ORDER, c)):
             if at(size, c, half):
-                (g, k), ok = converged(at(size, c, half), at(size, c))
+                cells, ok = converged(at(size, c, half), at(size, c))
                 n_ok, n_all = n_ok + ok, n_all + 1
-                md.append(f"| {size} | {c} | {g} | {k} | {'yes' if ok else '**no**'} |")
+                md.append(f"| {size} | {c} | " + " | ".join(f"{way} ({move})" for way, move in cells)
+                          + f" | {'yes' if ok else '**no**'} |")
     md += ["", f"{n_ok} of {n_all} students converged by this check."]
     # the ladder
     rungs = [(r, what, a, b) for r, what, a, b in LADDER if at(main, a) and at(main, b)]
@@ -349,8 +350,8 @@ def long_section(runs: dict, main: str, budget: int, t_kl: float) -> list:
             kl = _mean(runs[(main, c, k)], "recall_kl")
             check = ["-", "-", "-"]
             if runs.get((main, c, k // 2)):
-                (g, m), ok = converged(runs[(main, c, k // 2)], runs[(main, c, k)])
-                check = [g.split("(")[1].rstrip(")"), m.split("(")[1].rstrip(")"), "yes" if ok else "**no**"]
+                cells, ok = converged(runs[(main, c, k // 2)], runs[(main, c, k)])
+                check = [move for _, move in cells] + ["yes" if ok else "**no**"]
             md.append(f"| {k} | {c} | {_cell(runs[(main, c, k)], 'precision', 100.0)} | "
                       f"{_cell(runs[(main, c, k)], 'recall_kl', 1.0)} | {kl / t_kl:.1f} | " + " | ".join(check) + " |")
     md += ["", "| steps | A - B | grammatical, points | KL(p_true‖q) | entropy / token | verdict |",

@@ -24,7 +24,7 @@ def test_convergence_check_against_the_interval():
     moved = [run(0.50, 0.150, s + 10) for s in range(3)]  # far from the B run: not converged
     still = [run(0.70, 0.050, s + 20) for s in range(3)]  # the same distribution: converged
     (g, k), ok = SR.converged(moved, full)
-    short, long = (float(x) for x in g.split(" (")[0].split(" → "))
+    short, long = (float(x) for x in g[0].split(" → "))
     assert not ok and 45 < short < 55 and 65 < long < 75
     assert SR.converged(still, full)[1]
     assert not SR.converged([run(0.70, 0.080, s + 20) for s in range(3)], full)[1]  # KL alone moved
