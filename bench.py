@@ -41,7 +41,7 @@ import torch
 import data as D
 import model as M
 from cli import guard
-from runtime import cpu_has_amx
+from runtime import cpu_has_amx, keep_freed_memory
 
 V, T_SEQ = 16000, 128  # vocabulary and sequence length of the rows (--synthetic: 512 and 64)
 
@@ -190,6 +190,8 @@ def run_one(args, job: dict) -> dict:
     torch.manual_seed(0)
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
+    if job.get("path") != "before":
+        keep_freed_memory()  # as runtime.get_device does for every CPU run
     device = torch.device(job["device"])
     precision = job["dtype"]
     B, T = job["batch"], T_SEQ

@@ -6,6 +6,8 @@ Shape legend: B batch (sequences), T time, V vocab.
 """
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import math
 import os
@@ -48,8 +50,9 @@ class TrainConfig:
     batch_size: int = opt(128, "sequences per optimizer step, all processes together")
     micro_batch: Optional[int] = opt(None, "sequences per forward pass (None: the whole batch on a GPU, 16 on a CPU)")
     seq_len: int = opt(128, "tokens per training sequence")
-    fixed_windows: bool = opt(False, "the same windows every epoch (offset 0; only their order shuffled), as a "
-                                     "teacher cache needs; default: a fresh random offset per epoch")
+    fixed_windows: Optional[bool] = opt(None, "the same windows every epoch (the first epoch's random offset; only "
+                                              "their order shuffled); None: fixed with a teacher cache (one cache), "
+                                              "else a fresh random offset per epoch")
     lr: Optional[float] = opt(None, "peak learning rate (None: 3e-4 for llama, 2.5e-4 for gpt2)")
     warmup: int = opt(300, "linear warmup steps, then cosine to min_lr")
     min_lr: float = opt(0.0, "learning rate at the end of the cosine")
@@ -183,9 +186,23 @@ def set_determinism():
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
 
+def keep_freed_memory():
+    """glibc returns freed blocks above its thresholds to the system and every later tensor of that size
+    faults its pages back in, which at the synthetic scale (many 0.1-3 MB activations a step) cost 7% of an
+    `rv-1` step and 20% of a cached `fw-1` step (bench.py --synthetic, 1 thread). Blocks up to 32 MiB (the
+    largest the option takes) now come from the heap, and the heap is not trimmed below 1 GiB of free memory.
+    The same as MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ in the environment; a no-op without glibc."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 32 << 20), libc.mallopt(-1, 1 << 30)  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl without mallopt)
+        pass
+
+
 def get_device(name: str = "auto") -> torch.device:
     """auto: cuda (this process's LOCAL_RANK under torchrun), then mps, then cpu. On CUDA, fp32 matmuls may
-    use TF32 (as Ampere+ defaults for convolutions): 8x the fp32 rate at ~1e-3 relative error."""
+    use TF32 (as Ampere+ defaults for convolutions): 8x the fp32 rate at ~1e-3 relative error. On a CPU the
+    process keeps its freed memory (keep_freed_memory)."""
     if name != "auto":
         device = torch.device(name)
         if device.type == "cuda" and device.index is None:
@@ -195,7 +212,9 @@ def get_device(name: str = "auto") -> torch.device:
     elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     else:
-        return torch.device("cpu")
+        device = torch.device("cpu")
+    if device.type == "cpu":
+        keep_freed_memory()
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     return device
