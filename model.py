@@ -130,14 +130,17 @@ class Attention(nn.Module):
         self.dropout = cfg.dropout
         self.use_rope = cfg.arch == "llama"
 
-    def forward(self, x, cos, sin, cache: Optional[KVCache] = None, layer: int = 0):
+    def forward(self, x, cos, sin, cache: Optional[KVCache] = None, layer: int = 0, last: bool = False):
+        """x (B, T, C) -> (B, T, C); with `last`, only the last position's output (B, 1, C), every position's
+        keys and values still computed (and cached)."""
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        Tq = 1 if last else T
+        q = self.wq(x[:, -Tq:]).view(B, Tq, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, Tq, D)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, D)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, D)
         if self.use_rope:
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        mask, causal = None, True
+            q, k = apply_rope(q, cos[-Tq:], sin[-Tq:]), apply_rope(k, cos, sin)
+        mask, causal = None, Tq > 1  # one query at the last position sees every key
         if cache is not None:
             p = cache.pos
             cache.k[layer][:, :, p:p + T] = k
@@ -146,11 +149,11 @@ class Attention(nn.Module):
             v = cache.v[layer][:, :, :p + T].to(q.dtype)
             if p > 0:  # SDPA's is_causal aligns top-left; new queries see the whole past plus their own prefix
                 causal = False
-                mask = torch.ones(T, p + T, dtype=torch.bool, device=x.device).tril(diagonal=p) if T > 1 else None
+                mask = torch.ones(T, p + T, dtype=torch.bool, device=x.device).tril(diagonal=p) if Tq > 1 else None
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                            dropout_p=self.dropout if self.training else 0.0,
-                                           enable_gqa=self.n_kv_heads != self.n_heads)  # (B, H, T, D)
-        y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, C)
+                                           enable_gqa=self.n_kv_heads != self.n_heads)  # (B, H, Tq, D)
+        y = y.transpose(1, 2).reshape(B, Tq, -1)  # (B, Tq, C)
         return F.dropout(self.wo(y), self.dropout, self.training)
 
 
@@ -180,8 +183,9 @@ class Block(nn.Module):
         self.attention_norm, self.attention = _norm(cfg), Attention(cfg)
         self.ffn_norm, self.feed_forward = _norm(cfg), FeedForward(cfg)
 
-    def forward(self, x, cos, sin, cache=None, layer=0):
-        x = x + self.attention(self.attention_norm(x), cos, sin, cache, layer)  # pre-norm residuals
+    def forward(self, x, cos, sin, cache=None, layer=0, last=False):
+        a = self.attention(self.attention_norm(x), cos, sin, cache, layer, last)  # pre-norm residuals
+        x = (x[:, -1:] if last else x) + a  # `last`: the last position's residual stream from here on
         return x + self.feed_forward(self.ffn_norm(x))
 
 
@@ -235,8 +239,10 @@ class Transformer(nn.Module):
         return KVCache([torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)],
                        [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)])
 
-    def hidden(self, tokens: torch.Tensor, cache: Optional[KVCache] = None) -> torch.Tensor:
-        """Final-norm hidden states (B, T, C); `head` turns them into logits."""
+    def hidden(self, tokens: torch.Tensor, cache: Optional[KVCache] = None, last: bool = False) -> torch.Tensor:
+        """Final-norm hidden states (B, T, C); `head` turns them into logits. With `last`, the last position's
+        (B, 1, C): the last layer then runs attention output and feed-forward for that position alone (the
+        cache still receives every position's keys and values), as a sampler's prefill needs."""
         B, T = tokens.shape
         start = cache.pos if cache is not None else 0
         if start + T > self.config.max_seq_len:
@@ -247,7 +253,7 @@ class Transformer(nn.Module):
         x = F.dropout(x, self.config.dropout, self.training)
         cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]  # (T, D)
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, cache, i)
+            x = layer(x, cos, sin, cache, i, last and i == len(self.layers) - 1)
         if cache is not None:
             cache.pos += T
         return self.norm(x)
@@ -283,8 +289,8 @@ def generate(models, prompt: torch.Tensor, max_new_tokens: int, temperature: flo
     x, new, seen = prompt, [], [[] for _ in models]
     done = torch.zeros(B, dtype=torch.bool, device=prompt.device)  # rows that emitted stop_token
     for _ in range(max_new_tokens):
-        # the head on the last position only: the prompt's other predictions are not needed
-        logits = [m.head(m.hidden(x, cache=c)[:, -1]).float() for m, c in zip(models, caches)]  # each (B, V)
+        # the last position only: the prompt's other predictions are not needed
+        logits = [m.head(m.hidden(x, cache=c, last=True)[:, -1]).float() for m, c in zip(models, caches)]  # (B, V)
         for s, z in zip(seen, logits):
             s.append(z)
         z = mix(logits) if mix is not None else logits[0]

@@ -110,6 +110,19 @@ def test_kv_cache_generation_equals_full_recomputation(preset):
     cache = m.new_cache(3, 14)
     part = torch.cat([m(seq[:, :6], cache=cache), m(seq[:, 6:], cache=cache)], 1)
     torch.testing.assert_close(part, m(seq), atol=1e-5, rtol=1e-5)
+    # the sampler's prefill runs the last layer for the last position only: the same hidden state, and
+    # every layer's keys and values cached as a full prefill caches them, at position 0 and after a prefix
+    for start in (0, 6):
+        full, short = m.new_cache(3, 14), m.new_cache(3, 14)
+        if start:
+            m.hidden(seq[:, :start], cache=full), m.hidden(seq[:, :start], cache=short)
+        h = m.hidden(seq[:, start:12], cache=short, last=True)
+        assert h.shape == (3, 1, m.config.dim)
+        torch.testing.assert_close(h, m.hidden(seq[:, start:12], cache=full)[:, -1:], atol=1e-5, rtol=1e-5)
+        assert short.pos == full.pos == 12
+        for a, b in zip(short.k + short.v, full.k + full.v):
+            torch.testing.assert_close(a, b)
+    torch.testing.assert_close(m.hidden(seq, last=True), m.hidden(seq)[:, -1:], atol=1e-5, rtol=1e-5)
 
 
 def test_generate_mix_hook_samples_from_the_mixture_and_steps_every_cache():
