@@ -277,17 +277,18 @@ def prepare(data: str, data_dir: str = None, vocab_size: int = 16000, work_dir: 
 
 
 class Batches:
-    """Epochs over one token stream: each epoch draws a fresh offset in [0, T) and a fresh permutation of
-    the T-token windows from a generator seeded by (seed, epoch), so a batch is a pure function of
-    (epoch, step) and a run resumes exactly from that pair. With `fixed` the offset is 0 in every epoch
-    (the same permutations): window i is always tokens[i T:(i + 1) T], which a teacher cache can key.
+    """Epochs over one token stream: each epoch draws an offset in [0, T) and a permutation of the T-token
+    windows from a generator seeded by (seed, epoch), so a batch is a pure function of (epoch, step) and a run
+    resumes exactly from that pair. With `fixed`, every epoch keeps the first epoch's offset (the same
+    permutations): the same windows each epoch, which one teacher cache can key. A run of at most one epoch
+    reads the same batches either way, and seeds still differ in where their windows fall.
     With `world` > 1, rank r takes rows [r B/world, (r+1) B/world) of every global batch: disjoint shards
     of the epoch's permutation."""
 
     def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int, rank: int = 0, world: int = 1,
                  fixed: bool = False):
         self.tokens, self.T, self.B, self.seed, self.rank, self.world = tokens, seq_len, batch_size, seed, rank, world
-        self.fixed = fixed
+        self.fixed = bool(fixed)
         self.n_seq = n_windows(len(tokens), seq_len)  # the same count whatever the offset
         if self.n_seq < batch_size:
             raise ValueError(f"corpus of {len(tokens):,} tokens holds {self.n_seq} sequences of {seq_len}, "
@@ -296,10 +297,18 @@ class Batches:
             raise ValueError(f"batch {batch_size} does not split over {world} processes")
         self.steps_per_epoch = self.n_seq // batch_size
 
+    def _generator(self, epoch: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+
+    def offset(self, epoch: int) -> int:
+        """The epoch's window offset: its generator's first draw (the first epoch's with `fixed`)."""
+        return int(torch.randint(0, self.T, (1,), generator=self._generator(0 if self.fixed else epoch)))
+
     def order(self, epoch: int):
-        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        offset = int(torch.randint(0, self.T, (1,), generator=g))  # drawn even when fixed: same permutations
-        return 0 if self.fixed else offset, torch.randperm(self.n_seq, generator=g)
+        """(offset, permutation of the window ids) of an epoch."""
+        g = self._generator(epoch)
+        torch.randint(0, self.T, (1,), generator=g)  # the offset's draw, so the permutation follows it
+        return self.offset(epoch), torch.randperm(self.n_seq, generator=g)
 
     def epoch_windows(self, epoch: int, start_step: int = 0):
         """Yields (window ids (B/world,), batch (B/world, T) int64) of an epoch from `start_step` to its end."""

@@ -80,8 +80,9 @@ class DistillConfig(TrainConfig):
     teacher1_preset: str = opt("llama-360m", "preset of teacher 1", PRESETS)
     teacher2_preset: str = opt("gpt2-705m", "preset of teacher 2", PRESETS)
     teacher_cache: str = opt("off", "read the teachers' targets from a cache built once per data set (README "
-                                    "\"Teacher cache\"): exact (hidden states) or compact (top-k logits); implies the "
-                                    "fixed windows; single-step variants still run the teachers", TC.FORMS)
+                                    "\"Teacher cache\"): exact (hidden states) or compact (top-k logits); fixes the "
+                                    "windows unless they are turned off (no-fixed-windows: one cache per epoch's offset); "
+                                    "single-step variants still run the teachers", TC.FORMS)
     cache_topk: int = opt(64, "compact cache: logits kept per position")
     cache_dir: Optional[str] = opt(None, "folder of the teacher caches (None: <work_dir>/teacher-cache)")
 
@@ -132,7 +133,8 @@ def resolve_variant(cfg: DistillConfig) -> DistillConfig:
         raise ValueError(f"--prompt-len {cfg.prompt_len} must lie inside the sequence of {cfg.seq_len}")
     cfg.out_dir = cfg.out_dir or os.path.join(cfg.work_dir, cfg.variant)
     cfg.cache_dir = cfg.cache_dir or os.path.join(cfg.work_dir, "teacher-cache")
-    cfg.fixed_windows = cfg.fixed_windows or cfg.teacher_cache != "off"  # a cache is keyed by fixed windows
+    if cfg.fixed_windows is None:  # with a cache, one set of windows (one cache) unless random ones are asked for
+        cfg.fixed_windows = cfg.teacher_cache != "off"
     return cfg
 
 
@@ -295,10 +297,14 @@ def train(cfg: DistillConfig) -> dict:
     total = min(total, cfg.max_steps) if cfg.max_steps else total
     cfg.precision = resolve_precision(cfg.precision, device, student.config.dim)
     teachers = teachers_in_compute_dtype(teachers, cfg.precision)
-    caches = None  # the single-step KD term is on sampled text: the teachers run, whatever the flag
-    if cfg.teacher_cache != "off" and not cfg.single_step:
-        caches = TC.open_caches(teachers, paths, cfg.teacher_cache, cfg.precision, corpus.tokenizer.sha, corpus.train,
-                                cfg.seq_len, cfg.cache_dir, device, cfg.cache_topk, cfg.temperature, rank, world)
+    # the single-step KD term is on sampled text: the teachers run, whatever the flag
+    use_cache, caches, cache_offset = cfg.teacher_cache != "off" and not cfg.single_step, None, None
+
+    def epoch_caches(epoch: int) -> tuple:  # (caches of this epoch's windows, their offset): built on first use
+        offset = batches.offset(epoch)
+        return TC.open_caches(teachers, paths, cfg.teacher_cache, cfg.precision, corpus.tokenizer.sha, corpus.train,
+                              cfg.seq_len, cfg.cache_dir, device, cfg.cache_topk, cfg.temperature, rank, world,
+                              offset=offset), offset
     sampler = None
     if cfg.precision in COMPUTE_DTYPE and cfg.single_step:  # the student's weights, cast once per step
         sampler = M.build_model(student.config).to(device, COMPUTE_DTYPE[cfg.precision]).eval()
@@ -319,17 +325,21 @@ def train(cfg: DistillConfig) -> dict:
     reducer = GradReducer(student, world, {student.output.weight: chunks})
     if cfg.compile:  # the trunk is what is worth compiling; heads and losses run per chunk
         student.hidden = torch.compile(student.hidden)
+    if use_cache:  # this epoch's, before the progress bar; a later epoch with another offset opens its own
+        caches, cache_offset = epoch_caches(step // batches.steps_per_epoch)
     if rank == 0:
         print(f"{cfg.variant}: student {cfg.preset} {student.num_params():,} params, teachers "
               f"{[t.config.arch + ':' + str(t.num_params()) for t in teachers]} | {cfg.objective} KL, mixing "
               f"{cfg.mixing}, single step {cfg.single_step}, chunk {cfg.chunk_size}, progressive {cfg.progressive}, "
-              f"teacher cache {cfg.teacher_cache if caches else 'off'}, fixed windows {cfg.fixed_windows} | "
+              f"teacher cache {cfg.teacher_cache if use_cache else 'off'}, fixed windows {cfg.fixed_windows} | "
               f"{cfg.precision} on {device} | {total} steps of {cfg.batch_size}x{cfg.seq_len} | out {cfg.out_dir}")
     bar = tqdm(total=total, initial=step, disable=rank != 0, unit="step", dynamic_ncols=True)
     t_last, since, skipped = time.perf_counter(), 0, 0
     limit = min(total, cfg.stop_after or total)
     while step < limit:
         epoch, start = divmod(step, batches.steps_per_epoch)
+        if use_cache and batches.offset(epoch) != cache_offset:  # fixed windows: only the first epoch opens one
+            caches, cache_offset = epoch_caches(epoch)
         for windows, batch in batches.epoch_windows(epoch, start):
             lam = lambda_for_epoch(cfg, schedule_epoch(step, total, cfg.epochs))
             objective = (alternate_objective(step, schedule_epoch(step, total, cfg.epochs), cfg.alternate_period,

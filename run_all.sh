@@ -14,9 +14,11 @@
 # GPUs: NPROC=N runs every training stage under `torchrun --nproc_per_node N` (default 1: plain python);
 # TEACHER2_MICRO=16 (say) bounds gpt2-705m's micro-batch on GPUs with less than ~45 GB.
 # TEACHER_CACHE=exact | compact: every distillation run reads the teachers' targets from a cache built once per
-# teacher and data set (README "Teacher cache"; fixed windows for every variant, single-step ones still run the
-# teachers); default exact on the synthetic scales (each run sees under one epoch), off otherwise.
-# WINDOWS_CHECK=1 (synthetic): fw-1 and rv-1+ also with fresh random offsets (no cache), to compare the verdicts.
+# teacher, data set and seed (README "Teacher cache"; fixed windows: each epoch reads the first epoch's, at the
+# offset the seed draws; single-step variants still run the teachers); default exact on the synthetic scales
+# (where a run of the budget sees under one epoch: the windows of random offsets), off otherwise.
+# WINDOWS_CHECK=1 (synthetic): fw-1 and rv-1+ at 4 times the budget (2.6 epochs) also with a fresh random offset
+# per epoch (one cache per epoch's offset), against the fixed windows at that budget.
 # LONG=1 (synthetic): fw-1 and rv-1+ also at 2, 4 and 8 times the budget (every seed): where the verdict leads.
 # Data: BABYLM_DIR (2024 layout), BABYLM_2023_DIR (2023 layout), BABYLM_EVAL_DIR (the pipeline's evaluation_data).
 set -euo pipefail
@@ -107,8 +109,8 @@ if [ "$SYN" = 1 ]; then
     BUDGET=8; LRS="3e-2"; SIZES="d4 d8"; SAMPLES=50; LADDER_CELLS="ap-rv ap-fw"
   else
     # 600 teacher steps bring teacher 1 within 0.01 nats/token of the true entropy; 360k sentences (about
-    # 3.2M tokens) are more than one epoch of the longest student run, so fixed windows (the teacher cache)
-    # and fresh random offsets both show every student each token at most once
+    # 3.2M tokens, 1,553 steps an epoch) are more than one epoch of a run of the budget, so fixed windows (the
+    # teacher cache) and random offsets read the same windows there
     N_TRAIN=360000; TEACHER_FLAGS=(--max-steps 600 --warmup 60 --lr 3e-3 --eval-every 200)
     BUDGET=1000; LRS="1e-2 3e-2 1e-1 3e-1"; SAMPLES=1000; LADDER_CELLS="ap-rv ap-fw a-fw a-rv b-fw b-rv c-rv d-fw d-rv"
     SIZES=$([ "$SCALE" = capacity ] && echo "d4 d8 d16 d32 d64" || echo "d8")
@@ -132,7 +134,7 @@ fi
 if [ "$SYN" = 1 ]; then  # the sweep; the paper's six at 3 budgets; 9 more ladder cells and 2 per other size at 2
   N_SIZES=$(wc -w <<< "$SIZES"); N_LRS=$(wc -w <<< "$LRS")
   N_RUNS=$(( 2 * N_LRS + 18 * SEEDS + 2 * $(wc -w <<< "$LADDER_CELLS") * SEEDS + 4 * SEEDS * (N_SIZES - 1)
-            + 2 * SEEDS * WINDOWS_CHECK + 6 * SEEDS * LONG ))
+            + 2 * SEEDS * WINDOWS_CHECK * (2 - LONG) + 6 * SEEDS * LONG ))
 else
   N_RUNS=$(( 6 * SEEDS * ${#DATASETS[@]} + (EXTRA == 1 ? 4 : 0) + (ABLATION == 1 ? 2 : 0) ))
 fi
@@ -143,9 +145,9 @@ while time.perf_counter() - t < 0.3: a @ a; n += 1
 print(round(2 * 256 ** 3 * n / (time.perf_counter() - t) / 1e9))")
 case "$SCALE" in  # minutes measured on the README's machines, scaled by this CPU's fp32 matmul rate (a 0.3 s probe)
   # measured on the AMX machine at a probe of 161, 2026-12-03: synthetic 41.4 min; the other sizes add 10.6,
-  # LONG=1 18.0 and WINDOWS_CHECK=1 4.1 (their stage times over two jobs)
+  # LONG=1 18.0 and WINDOWS_CHECK=1 10 (15 without LONG's fixed runs; their stage times over two jobs)
   synthetic|capacity) MINUTES=$(python -c "print(round((41.4 + 10.6 * ('$SCALE' == 'capacity') + 18.0 * $LONG
-                                                        + 4.1 * $WINDOWS_CHECK) * 161 / max($PROBE, 1), 1))") ;;
+                                                        + (15 - 5 * $LONG) * $WINDOWS_CHECK) * 161 / max($PROBE, 1), 1))") ;;
   tiny) MINUTES=$([ "$LONG" = 1 ] && echo 2 || echo 1.5) ;; cpu) MINUTES="40 or more" ;; paper) MINUTES="days on one GPU" ;;
 esac
 if [ "$SYN" = 1 ]; then
@@ -234,6 +236,15 @@ if [ "$SYN" = 1 ]; then
       done
     done
   fi
+  # 1c. WINDOWS_CHECK=1: fw-1 and rv-1+ at 4B with a fresh random offset per epoch, and fixed (unless LONG ran them)
+  if [ "$WINDOWS_CHECK" = 1 ]; then
+    for seed in $(seq 0 $((SEEDS - 1))); do
+      for v in fw-1 rv-1+; do
+        syn_run "$MAIN" "$v-random" $((4 * BUDGET)) "$seed" "$(lr_of "$v")" $(paper_flags "$v") --no-fixed-windows
+        [ "$LONG" = 1 ] || syn_run "$MAIN" "$v" $((4 * BUDGET)) "$seed" "$(lr_of "$v")" $(paper_flags "$v")
+      done
+    done
+  fi
   # 2. the paper's six at B, B/2, B/8 and the ladder's other cells at B, B/2, at the main size; single-step first
   for seed in $(seq 0 $((SEEDS - 1))); do
     for steps in "$BUDGET" $((BUDGET / 2)) $((BUDGET / 8 > 0 ? BUDGET / 8 : 1)); do
@@ -243,12 +254,6 @@ if [ "$SYN" = 1 ]; then
       for c in $LADDER_CELLS; do
         syn_run "$MAIN" "$c" "$steps" "$seed" "$(lr_of "$c")" $(ladder_flags "$c")
       done
-      # the teacher cache's fixed windows against fresh random offsets (WINDOWS_CHECK=1): fw-1 and rv-1+ again
-      if [ "$WINDOWS_CHECK" = 1 ] && [ "$steps" = "$BUDGET" ]; then
-        for v in fw-1 rv-1+; do
-          syn_run "$MAIN" "$v-random" "$steps" "$seed" "$(lr_of "$v")" $(paper_flags "$v") --teacher-cache off
-        done
-      fi
       # 3. the other capacities: fw-1 and rv-1+
       for size in $SIZES; do
         [ "$size" = "$MAIN" ] && continue

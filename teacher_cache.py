@@ -1,5 +1,6 @@
-"""Teacher cache (README "Teacher cache"): each frozen teacher runs once over a data set's fixed training
-windows, and every epoch of every variant reads its targets from disk instead of running the teacher again.
+"""Teacher cache (README "Teacher cache"): each frozen teacher runs once over a data set's training windows
+at one offset, and every variant (and every epoch, with fixed windows) reads its targets from disk instead of
+running the teacher again; random windows open the cache of each epoch's offset.
 
     python distill.py --variant ChooBaCa-fw-1-24 --teacher-cache exact         # built on first use, then read
     python teacher_cache.py compare out/ChooBaCa-fw-1-24                       # the compact form's error
@@ -18,7 +19,7 @@ Two forms:
 
 A cache is a folder <cache_dir>/<teacher run>-<form>-<key>/ holding meta.json and one raw array file per
 field. The key hashes everything the targets depend on (teacher checkpoint, tokenizer, token stream, window
-length, dtype; for compact also k and T), so a retrained teacher gets a new cache; opening re-checks
+length and offset, dtype; for compact also k and T), so a retrained teacher gets a new cache; opening re-checks
 meta.json against the run and every file's size, and refuses a mismatch in one line. A build writes into
 <folder>.partial/, one block of windows at a time, marking a block done only after its rows are flushed, so
 a killed build resumes where it stopped; the folder is renamed into place only when whole, and meta.json is
@@ -65,6 +66,7 @@ class Spec:
     vocab: int
     k: int = 0  # compact only
     temperature: float = 0.0  # compact only
+    offset: int = 0  # the windows are tokens[offset + i T : offset + (i + 1) T]
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
@@ -82,12 +84,13 @@ class Spec:
 
 
 def make_spec(form: str, precision: str, teacher_path: str, teacher: M.Transformer, tokenizer_sha: str,
-              tokens: np.ndarray, tokens_sha: str, seq_len: int, k: int = 64, temperature: float = 2.0) -> Spec:
+              tokens: np.ndarray, tokens_sha: str, seq_len: int, k: int = 64, temperature: float = 2.0,
+              offset: int = 0) -> Spec:
     c = teacher.config
     compact = form == "compact"
     return Spec(form, precision, D.hash_files([teacher_path]), tokenizer_sha, tokens_sha, seq_len,
                 D.n_windows(len(tokens), seq_len), c.dim, c.vocab_size, min(k, c.vocab_size) if compact else 0,
-                float(temperature) if compact else 0.0)
+                float(temperature) if compact else 0.0, offset)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -208,7 +211,7 @@ def build(teacher: M.Transformer, spec: Spec, folder: str, tokens: np.ndarray, d
                 return False
             for s in range(b * BLOCK, min((b + 1) * BLOCK, spec.n_windows), batch):
                 idx = torch.arange(s, min(s + batch, (b + 1) * BLOCK, spec.n_windows))
-                x = D.window_rows(tokens, idx, T).to(device)
+                x = D.window_rows(tokens, idx, T, spec.offset).to(device)
                 with torch.no_grad(), autocast_ctx(device, precision):
                     h = teacher.hidden(x)  # (b, T, C)
                     if spec.form == "exact":
@@ -276,11 +279,12 @@ class TeacherCache:
 
 def open_caches(teachers: list, paths: list, form: str, precision: str, tokenizer_sha: str, tokens: np.ndarray,
                 seq_len: int, cache_dir: str, device, k: int = 64, temperature: float = 2.0, rank: int = 0,
-                world: int = 1, batch: int = None) -> list:
-    """One TeacherCache per teacher, built first where missing."""
+                world: int = 1, batch: int = None, offset: int = 0) -> list:
+    """One TeacherCache per teacher over the windows at `offset`, built first where missing."""
     caches, tokens_sha = [], hashlib.sha256(np.ascontiguousarray(tokens).tobytes()).hexdigest()[:16]
     for teacher, path in zip(teachers, paths):
-        spec = make_spec(form, precision, path, teacher, tokenizer_sha, tokens, tokens_sha, seq_len, k, temperature)
+        spec = make_spec(form, precision, path, teacher, tokenizer_sha, tokens, tokens_sha, seq_len, k, temperature,
+                         offset)
         run = os.path.basename(os.path.dirname(os.path.abspath(path)))
         folder = os.path.join(cache_dir, f"{run}-{form}-{spec.key()}")
         _barrier(world)

@@ -92,6 +92,9 @@ def test_long_budgets_get_their_own_section(tmp_path):
             write_run(root, "d8", "rv-1+", steps, seed, run(0.7, kl, seed + 5))
         for steps in (4, 8):
             write_run(root, "d8", "a-fw", steps, seed, run(0.7, 0.05, seed + 7))
+        # WINDOWS_CHECK=1: random windows at 4 times the budget; here fw-1 with random windows covers worse
+        write_run(root, "d8", "fw-1-random", 32, seed, run(0.7, 0.15, seed + 9))
+        write_run(root, "d8", "rv-1+-random", 32, seed, run(0.7, 0.15, seed + 11))
     os.makedirs(os.path.join(root, "teacher-llama-syn-synthetic", "eval"))
     json.dump({"along": [{"precision": 0.95, "recall_kl": 0.025}], "true_entropy": 1.9},
               open(os.path.join(root, "teacher-llama-syn-synthetic", "eval", "measures.json"), "w"))
@@ -106,3 +109,8 @@ def test_long_budgets_get_their_own_section(tmp_path):
     for row in ("| 8 | fw-1 |", "| 16 | rv-1+ |"):
         assert next(line for line in long.splitlines() if line.startswith(row)).endswith("| yes |")
     assert "| 32 | rv-1+ - fw-1 |" in long and "lower recall" in long.split("| 32 | rv-1+ - fw-1 |")[1]
+    # the windows section compares at the random cells' budget, not at the paper's (8 steps)
+    win = md.split("### Fixed windows against a fresh random offset per epoch, at d8, 32 steps")[1].split("###")[0]
+    rows = {line.split(" | ")[0][2:]: line for line in win.splitlines() if line.startswith("| ")}
+    assert rows["fixed"].endswith(" lower recall |") and "within noise on both" in rows["random offsets"]
+    assert "within noise on both" in rows["random - fixed, rv-1+"] and rows["random - fixed, fw-1"].endswith(" lower recall |")

@@ -23,17 +23,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU = torch.device("cpu")
 
 
-def test_fixed_windows_keep_the_permutations_and_drop_the_offset():
+def test_fixed_windows_keep_the_first_epochs_offset_and_the_permutations():
     tokens = np.arange(5_000, dtype=np.uint16)
     moving, fixed = D.Batches(tokens, 16, 8, seed=3), D.Batches(tokens, 16, 8, seed=3, fixed=True)
-    assert {moving.order(e)[0] for e in range(10)} != {0} and {fixed.order(e)[0] for e in range(10)} == {0}
+    first = moving.offset(0)
+    assert len({moving.offset(e) for e in range(10)}) > 1 and {fixed.offset(e) for e in range(10)} == {first}
     for e in range(3):
         assert torch.equal(moving.order(e)[1], fixed.order(e)[1])  # the same shuffles, only the offset differs
-        for idx, rows in fixed.epoch_windows(e):
-            assert torch.equal(rows[:, 0], idx * 16)  # window i starts at token i T, in every epoch
-            assert torch.equal(rows, D.window_rows(tokens, idx, 16))
-    c = DS.resolve_variant(DS.DistillConfig(variant="ChooBaCa-fw-1-24", teacher_cache="exact"))
-    assert c.fixed_windows and not DS.resolve_variant(DS.DistillConfig(variant="ChooBaCa-fw-1-24")).fixed_windows
+        assert moving.order(e)[0] == moving.offset(e) and fixed.order(e)[0] == first
+        for (idx, rows), (idx_m, rows_m) in zip(fixed.epoch_windows(e), moving.epoch_windows(e)):
+            assert torch.equal(rows[:, 0], first + idx * 16)  # window i starts at token first + i T, every epoch
+            assert torch.equal(rows, D.window_rows(tokens, idx, 16, first))
+            assert torch.equal(rows_m[:, 0], moving.offset(e) + idx_m * 16)
+            if e == 0:  # a run of at most one epoch reads the same batches either way
+                assert torch.equal(rows, rows_m)
+    assert len({D.Batches(tokens, 16, 8, seed=s, fixed=True).offset(0) for s in range(6)}) > 1  # seeds differ
+    resolve = lambda **kw: DS.resolve_variant(DS.DistillConfig(variant="ChooBaCa-fw-1-24", **kw)).fixed_windows  # noqa
+    assert resolve(teacher_cache="exact") and not resolve() and resolve(fixed_windows=True)
+    assert not resolve(teacher_cache="exact", fixed_windows=False)  # random windows: a cache per epoch's offset
 
 
 def teachers(vocab=64):
@@ -225,12 +232,29 @@ def test_distill_with_the_cache_equals_running_the_teacher(syn, tmp_path, capsys
         for key in ("kd", "ce", "grad_norm"):
             assert losses(runs["exact"], key) == pytest.approx(losses(runs["off"], key), rel=1e-5)
     assert json.load(open(os.path.join(runs["exact"], "config.json")))["teacher_cache"] == "exact"
+    # random windows over two epochs: each epoch reads the cache of its own offset, built when it starts
+    rand = dict(f, batch_size=64, micro_batch=32, max_steps=27)  # 25 steps an epoch
+    for cache in ("off", "exact"):
+        runs["random-" + cache] = DS.train(DS.DistillConfig(
+            **rand, variant="ChooBaCa-rv-1-syn+", fixed_windows=False, teacher_cache=cache,
+            cache_dir=str(tmp_path / "cache-random"), out_dir=str(tmp_path / ("random-" + cache))))["out_dir"]
+    for key in ("kd", "ce", "grad_norm"):
+        assert losses(runs["random-exact"], key) == pytest.approx(losses(runs["random-off"], key), rel=1e-5)
+    cfg = json.load(open(os.path.join(runs["random-exact"], "config.json")))
+    batches = D.Batches(D.prepare(cfg["data"], cfg["data_dir"], cfg["vocab_size"], cfg["work_dir"]).train, 32, 64,
+                        cfg["seed"] + 1)
+    specs = [json.load(open(p / "meta.json"))["spec"] for p in (tmp_path / "cache-random").iterdir() if p.is_dir()]
+    epochs = [r["epoch"] for r in map(json.loads, open(os.path.join(runs["random-exact"], "log.jsonl"))) if "kd" in r]
+    assert epochs[0] == 0 and epochs[-1] == 1 and batches.offset(0) != batches.offset(1)
+    assert sorted(s["offset"] for s in specs) == sorted([batches.offset(0), batches.offset(1)])
     TC.main(["compare", runs["exact"], "--k", "8,320", "--windows", "4"])  # the compact form's error for this run
     rows = [dict(kv.split("=") for kv in line.split()) for line in capsys.readouterr().out.splitlines()
             if line.startswith("k=")]
     assert [(r["k"], r["objective"]) for r in rows] == [(k, o) for k in ("8", "320") for o in ("fw", "rv", "rv-mixed")]
-    err = [float(r["loss_rel_err"]) for r in rows]  # k = the whole vocabulary: fp16 rounding of the values only
-    assert max(err[3:]) < 1e-2 * min(err[:3]) and rows[3]["bytes_per_token"] == str(4 * 320 + 4)
+    # k = the whole vocabulary: fp16 rounding of the values only (relative to a loss near 0 after 3 steps from a
+    # 2-step teacher: 2-3% here, against about 100% with k = 8)
+    err = [float(r["loss_rel_err"]) for r in rows]
+    assert max(err[3:]) < 0.1 * min(err[:3]) and rows[3]["bytes_per_token"] == str(4 * 320 + 4)
     # single step: the KD term is on sampled text, so the teacher runs and no cache is built
     DS.train(DS.DistillConfig(**f, variant="ChooBaCa-rv-1-syn", teacher_cache="exact", prompt_len=16,
                               cache_dir=str(tmp_path / "unused"), out_dir=str(tmp_path / "ss")))
