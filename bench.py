@@ -12,9 +12,11 @@ as a fraction of this machine's matmul peak, measured in the same run and dtype.
 --synthetic measures the default run's own step (vocab 512, sequence 64, batch 32, fp32) for fw-1, rv-1+ and
 rv-1 at each student size, at 1 and 2 threads, along two paths: `before`, the loop as it was before the
 speed work (teachers run every step, loss blocks of 64 rows, the single-step term re-running the teachers on
-the sampled text), and `after`, as run_all.sh runs it now (teacher-forced variants read an exact teacher
-cache, loss blocks of 2^20 elements, the sampler's teacher logits reused). Each row is the whole optimizer
-step (micro-step, gradient clipping, AdamW).
+the sampled text, glibc's default allocator thresholds), and `after`, as run_all.sh runs it now (teacher-forced
+variants read an exact teacher cache, loss blocks of at least 2^17 elements, the sampler's teacher logits
+reused, runtime.keep_freed_memory). Both paths share model.generate, whose prefill now runs the last layer
+for the last position only: that gain is in both columns. Each row is the whole optimizer step (micro-step,
+gradient clipping, AdamW).
 
 Distillation rows with cache=exact or cache=compact read the teachers' targets from a teacher cache
 (teacher_cache.py) built in the same run on a token stream of 4 batches of windows (build_tok_s: its cost),
