@@ -2,7 +2,7 @@
 tokenizer, uint16 token caches and the epoch batches every script trains on.
 
     BABYLM_DIR=../shared/data/corpus python data.py prepare --data 2024
-    python data.py prepare --data synthetic --vocab-size 512   # the synthetic language (grammar.py), offline
+    python data.py prepare --data synthetic --data-dir out/babylm_synthetic   # a corpus written by lab/grammar.py
     python data.py download --data 2024 --dest data/babylm_2024
 
 Shape legend: N sequences, B batch, T time (sequence length).
@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-import grammar as G
 from cli import guard
 
 LAYOUTS = {  # data set -> (train folder, sources, dev folder)
@@ -33,7 +32,7 @@ LAYOUTS = {  # data set -> (train folder, sources, dev folder)
 }
 OFFICIAL = {"2024": "https://osf.io/ad7qg/ (train_10M.zip, dev.zip)",
             "2023": "https://github.com/babylm/babylm.github.io (babylm_data.zip)",
-            "synthetic": "`python data.py prepare --data synthetic` (sampled from grammar.py)"}
+            "synthetic": "`python -m lab.grammar --write DIR` (sampled from the synthetic grammar)"}
 DOWNLOADS = {  # data set -> [(url, sha256 or None, size or None)]
     "2024": [("https://osf.io/download/5mk3x/", None, None), ("https://osf.io/download/m48ed/", None, None)],
     "2023": [("https://github.com/babylm/babylm.github.io/raw/main/babylm_data.zip",
@@ -124,16 +123,28 @@ def read_clean_lines(path: str) -> list:
 # tokenizer
 
 
-def train_tokenizer(files: list, vocab_size: int, model_path: str, max_sentences: int = 2_000_000):
+def corpus_words(files: list) -> list:
+    """Every distinct word of the cleaned files as a SentencePiece piece: "▁word", punctuation on its own."""
+    found = set()
+    for f in files:
+        for line in read_clean_lines(f):
+            found.update(re.findall(r"[^\s.,!?;:)]+|[.,!?;:)]", line))
+    return sorted(w if w in ".,!?;:)" else "▁" + w for w in found)
+
+
+def train_tokenizer(files: list, vocab_size: int, model_path: str, max_sentences: int = 2_000_000,
+                    words: list = None):
     """SentencePiece BPE with byte fallback (nothing is ever unknown), NFKC, pad 0 / bos 1 / eos 2 / unk 3.
     At most `max_sentences` lines are sampled, which bounds time and memory on 10M words. `vocab_size` is a
-    soft limit: a small corpus (the synthetic language) gets the largest vocabulary it supports below it."""
+    soft limit. With `words` (the synthetic language's corpus_words) every word is one piece and nothing else
+    is: a vocabulary of exactly the language's words, no byte pieces."""
     import sentencepiece as spm
     lines = (line for f in sorted(files) for line in read_clean_lines(f))
     prefix = model_path[: -len(".model")] + f".tmp{os.getpid()}"
     spm.SentencePieceTrainer.train(
         sentence_iterator=lines, model_prefix=prefix, model_type="bpe", vocab_size=vocab_size,
-        byte_fallback=True, normalization_rule_name="nfkc", character_coverage=0.9995,
+        byte_fallback=not words, user_defined_symbols=words or [], normalization_rule_name="nfkc",
+        character_coverage=1.0 if words else 0.9995,
         pad_id=PAD, bos_id=BOS, eos_id=EOS, unk_id=UNK, input_sentence_size=max_sentences,
         shuffle_input_sentence=True, num_threads=os.cpu_count() or 1, max_sentence_length=1 << 16,
         hard_vocab_limit=False, minloglevel=2)
@@ -255,16 +266,15 @@ def prepare(data: str, data_dir: str = None, vocab_size: int = 16000, work_dir: 
             separator: str = "none", max_sentences: int = 2_000_000, verbose: bool = False) -> Corpus:
     """Tokenizer and token caches of a data set, built once and reused (idempotent)."""
     data_dir = data_dir or default_data_dir(data)
-    if data == "synthetic" and not os.path.isdir(os.path.join(data_dir, "train")):
-        write_synthetic(data_dir)
     train_files, dev_files = corpus_files(data, data_dir)
     cache_dir = os.path.join(work_dir, f"data-{data}")
-    key = hash_files(train_files, extra=f"v{vocab_size}|{max_sentences}")
+    key = hash_files(train_files, extra=f"v{vocab_size}|{max_sentences}|{'words' if data == 'synthetic' else 'bpe'}")
     model_path = os.path.join(cache_dir, f"tokenizer-v{vocab_size}-{key[:8]}.model")
     t0 = time.time()
     if not os.path.isfile(model_path):
         os.makedirs(cache_dir, exist_ok=True)
-        train_tokenizer(train_files, vocab_size, model_path, max_sentences)
+        words = corpus_words(train_files) if data == "synthetic" else None  # the synthetic language: word pieces
+        train_tokenizer(train_files, vocab_size, model_path, max_sentences, words)
         if verbose:
             print(f"tokenizer {model_path} trained in {time.time() - t0:.0f}s")
     tok = Tokenizer(model_path)
@@ -281,14 +291,16 @@ class Batches:
     windows from a generator seeded by (seed, epoch), so a batch is a pure function of (epoch, step) and a run
     resumes exactly from that pair. With `fixed`, every epoch keeps the first epoch's offset (the same
     permutations): the same windows each epoch, which one teacher cache can key. A run of at most one epoch
-    reads the same batches either way, and seeds still differ in where their windows fall.
+    reads the same batches either way, and seeds still differ in where their windows fall. With `offset`,
+    every epoch of every seed reads the windows at that offset (one teacher cache serves every seed); the
+    seed still draws each epoch's permutation.
     With `world` > 1, rank r takes rows [r B/world, (r+1) B/world) of every global batch: disjoint shards
     of the epoch's permutation."""
 
     def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int, rank: int = 0, world: int = 1,
-                 fixed: bool = False):
+                 fixed: bool = False, offset: int = None):
         self.tokens, self.T, self.B, self.seed, self.rank, self.world = tokens, seq_len, batch_size, seed, rank, world
-        self.fixed = bool(fixed)
+        self.fixed, self.fixed_offset = bool(fixed) or offset is not None, offset
         self.n_seq = n_windows(len(tokens), seq_len)  # the same count whatever the offset
         if self.n_seq < batch_size:
             raise ValueError(f"corpus of {len(tokens):,} tokens holds {self.n_seq} sequences of {seq_len}, "
@@ -301,7 +313,9 @@ class Batches:
         return torch.Generator().manual_seed(self.seed * 100_003 + epoch)
 
     def offset(self, epoch: int) -> int:
-        """The epoch's window offset: its generator's first draw (the first epoch's with `fixed`)."""
+        """The epoch's window offset: its generator's first draw (the first epoch's with `fixed`), or `offset`."""
+        if self.fixed_offset is not None:
+            return self.fixed_offset
         return int(torch.randint(0, self.T, (1,), generator=self._generator(0 if self.fixed else epoch)))
 
     def order(self, epoch: int):
@@ -341,34 +355,6 @@ def val_sequences(tokens: np.ndarray, seq_len: int, max_n: int = 8192) -> torch.
     if n > max_n:
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SEED))[:max_n].sort().values
     return window_rows(tokens, idx, seq_len)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# the synthetic language (grammar.py): sentences with exact probabilities, for the default run's experiment
-# and for machines with no BabyLM data. It is NOT the paper's data.
-
-
-def synthetic_sentences(rng: np.random.Generator, n: int) -> list:
-    return [G.detokenize(ws) for ws, _ in G.PCFG().sample(rng, n)]
-
-
-def write_synthetic(data_dir: str, seed: int = 0, n_train: int = 120_000, n_dev: int = 4_000, n_pairs: int = 500):
-    """Writes train/synthetic.train, dev/synthetic.dev (one sentence a line, sampled from grammar.GRAMMAR)
-    and evaluation_data/blimp_filtered/*.jsonl (grammar.minimal_pairs), atomically."""
-    rng = np.random.default_rng(seed)
-    tmp = data_dir.rstrip("/") + f".tmp{os.getpid()}"
-    for folder, n in (("train", n_train), ("dev", n_dev)):
-        os.makedirs(os.path.join(tmp, folder))
-        with open(os.path.join(tmp, folder, f"synthetic.{folder}"), "w") as f:
-            f.write("\n".join(synthetic_sentences(rng, n)) + "\n")
-    blimp = os.path.join(tmp, "evaluation_data", "blimp_filtered")
-    os.makedirs(blimp)
-    for uid, rows in G.minimal_pairs(rng, n_pairs).items():
-        with open(os.path.join(blimp, f"{uid}.jsonl"), "w") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in rows))
-    shutil.rmtree(data_dir, ignore_errors=True)
-    os.makedirs(os.path.dirname(os.path.abspath(data_dir)), exist_ok=True)
-    os.replace(tmp, data_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------

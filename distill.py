@@ -12,26 +12,23 @@ with --teacher-ckpt. Shape legend: B batch, T time, C = dim, V vocab, P prompt l
 """
 import os
 import re
-import time
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
-from tqdm import tqdm
 
 import model as M
 import teacher_cache as TC
-from cli import guard
-from losses import alternate_objective, combine_teachers, cross_entropy, kd_loss, lambda_schedule, mix_logits
-from parallel import SAMPLER_STREAM, GradReducer, broadcast_params, gather_objects, global_mean, rank_seed
-from runtime import (RunLog, TrainConfig, autocast_ctx, check_finite, check_resume, configure_optimizer,
-                     estimate_val_loss, get_device, get_lr, load_checkpoint, next_token_targets, opt, parse_config,
-                     prepare_run, resolve_precision, save_checkpoint, save_snapshot, set_determinism, set_seed,
-                     write_config)
+from cli import guard, opt, parse_config
+from losses import OBJECTIVES, alternate_objective, combine_teachers, cross_entropy, kd_loss, lambda_schedule, mix_logits
+from parallel import SAMPLER_STREAM, gather_objects, rank_seed
+from runtime import autocast_ctx, resolve_precision
+from training import Run, TrainConfig, next_token_targets
 
-VARIANT_RE = re.compile(r"^ChooBaCa-(fw|rv|rvavg|hybrid|alternate|sfkl|srkl)-([12])-(23|24|syn)(\+?)$")
-OBJECTIVES = ["fw", "rv", "hybrid", "alternate", "sfkl", "srkl"]  # the paper's two, then beyond it
+OBJECTIVE_NAMES = [*OBJECTIVES, "alternate"]  # losses.OBJECTIVES, and forward/reverse KL taking turns
 DATA_TAG = {"2023": "23", "2024": "24", "synthetic": "syn"}
+# ChooBaCa-rv-1-24+ (Table 1's names), or the short rv-1+ with --data; rvavg: reverse KL on averaged teachers
+VARIANT_RE = re.compile(rf"^(?:ChooBaCa-)?({'|'.join(OBJECTIVE_NAMES)}|rvavg)-([12])(?:-({'|'.join(DATA_TAG.values())}))?(\+?)$")
 PRESETS = list(M.PRESETS)
 
 
@@ -40,15 +37,16 @@ class DistillConfig(TrainConfig):
     """TrainConfig with the student's defaults (README "Distillation") and the distillation fields."""
     # the student's values where they differ from the teacher's
     preset: str = opt("baby-llama-58m", "student preset (model.py PRESETS)", PRESETS)
-    out_dir: Optional[str] = opt(None, "run folder (None: <work_dir>/<variant>)")
+    out_dir: Optional[str] = opt(None, "run folder (None: <work_dir>/<variant>, and -s<seed> for seeds but 0)")
     epochs: int = opt(6, "epochs over the training windows")
     batch_size: int = opt(32, "sequences per optimizer step, all processes together")
     lr: Optional[float] = opt(2.5e-4, "peak learning rate")
     warmup: int = opt(200, "linear warmup steps, then cosine to min_lr")
     weight_decay: float = opt(0.1, "AdamW weight decay on matrices only")
     # which variant
-    variant: Optional[str] = opt(None, "e.g. ChooBaCa-rv-1-24+: sets objective, teachers, data and plus")
-    objective: str = opt("fw", "fw, rv (the paper), or beyond it: hybrid, alternate, sfkl, srkl", OBJECTIVES)
+    variant: Optional[str] = opt(None, "e.g. ChooBaCa-rv-1-24+ (sets objective, teachers, data and plus) or rv-1+ "
+                                       "(the same, the data set from its own flag)")
+    objective: str = opt("fw", "fw, rv (the paper), or beyond it: hybrid, alternate, sfkl, srkl", OBJECTIVE_NAMES)
     teachers: int = opt(1, "how many teachers: 1 (the llama) or 2 (llama and gpt2)", [1, 2])
     plus: bool = opt(False, "the '+' variants: step-wise loss and progressive schedule, no single step")
     mixing: Optional[bool] = opt(None, "mix teacher and student logits, eq. 2 (None: as Table 1 says)")
@@ -73,8 +71,8 @@ class DistillConfig(TrainConfig):
     sample_from: str = opt("mix", "single step: sample the continuation from eq. 2's mixture of teachers and "
                                   "student (mix, the paper's) or from the student alone (student: on-policy)",
                            ["mix", "student"])
-    single_step_rerun: bool = opt(False, "single step: run the teachers again on the sampled text instead of "
-                                         "reusing the logits the sampler computed (the same numbers, slower)")
+    fused_loss: bool = opt(False, "the hand-derived gradient path of losses.py (the same value and gradient; "
+                                  "faster at large vocabularies, README \"Speed\")")
     # the teachers
     teacher_ckpt: Optional[list] = opt(None, "teacher checkpoint paths, overriding the presets' convention")
     teacher1_preset: str = opt("llama-360m", "preset of teacher 1", PRESETS)
@@ -108,12 +106,13 @@ def resolve_variant(cfg: DistillConfig) -> DistillConfig:
     if cfg.variant:
         m = VARIANT_RE.match(cfg.variant)
         if not m:
-            raise ValueError(f"unknown variant {cfg.variant!r}: expected ChooBaCa-{{fw|rv}}-{{1|2}}-{{23|24|syn}}[+], "
-                             f"e.g. ChooBaCa-rv-1-24+")
+            raise ValueError(f"unknown variant {cfg.variant!r}: expected ChooBaCa-{{fw|rv}}-{{1|2}}-{{23|24|syn}}[+] "
+                             f"or {{fw|rv}}-{{1|2}}[+], e.g. ChooBaCa-rv-1-24+ or rv-1+")
         cfg.objective, cfg.teachers, cfg.plus = m.group(1), int(m.group(2)), m.group(4) == "+"
         if cfg.objective == "rvavg":  # reverse KL against the averaged teachers (the paper's future work)
             cfg.objective, cfg.teacher_combine = "rv", "logits"
-        cfg.data = {v: k for k, v in DATA_TAG.items()}[m.group(3)]
+        if m.group(3):
+            cfg.data = {v: k for k, v in DATA_TAG.items()}[m.group(3)]
     cfg.validate()
     if cfg.plus and cfg.objective == "fw":
         raise ValueError("the '+' variants are reverse-KL only (Table 1): use --objective rv with --plus")
@@ -131,7 +130,7 @@ def resolve_variant(cfg: DistillConfig) -> DistillConfig:
     cfg.prompt_len = cfg.prompt_len or cfg.seq_len // 2
     if cfg.single_step and not 0 < cfg.prompt_len < cfg.seq_len:
         raise ValueError(f"--prompt-len {cfg.prompt_len} must lie inside the sequence of {cfg.seq_len}")
-    cfg.out_dir = cfg.out_dir or os.path.join(cfg.work_dir, cfg.variant)
+    cfg.out_dir = cfg.out_dir or os.path.join(cfg.work_dir, cfg.variant + (f"-s{cfg.seed}" if cfg.seed else ""))
     cfg.cache_dir = cfg.cache_dir or os.path.join(cfg.work_dir, "teacher-cache")
     if cfg.fixed_windows is None:  # with a cache, one set of windows (one cache) unless random ones are asked for
         cfg.fixed_windows = cfg.teacher_cache != "off"
@@ -240,8 +239,8 @@ def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, bac
     the trunk in one backward. Value and gradients equal the unchunked loss; only one chunk's (b, k, V)
     logits exist at a time. `backward_scale(loss)` applies 1/grad_accum and the fp16 loss scale.
     With single step, the KD term is computed on sample_single_step's sequences at the T - P positions that
-    predict sampled tokens, against the teacher logits the sampler computed (cfg.single_step_rerun: the
-    teachers run again on the sampled text; the same numbers to float rounding, slower); CE stays on x.
+    predict sampled tokens, against the teacher logits the sampler computed (the numbers running the teachers
+    on the sampled text gives, to float rounding: tested); CE stays on x.
     `targets_cached`: the teachers' targets of x read from a teacher cache (TC.Hidden or TC.TopK each),
     in place of running the teachers.
     """
@@ -252,7 +251,7 @@ def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, bac
         assert targets_cached is None, "the single-step term runs the teachers on sampled text"
         kd_x, sampled = sample_single_step(student, teachers, x, cfg, lam, generator, sampler)
         kd_lo, kd_hi = cfg.prompt_len - 1, T - 1  # logits at P-1 .. T-2 predict the sampled tokens
-        targets_cached = None if cfg.single_step_rerun or sampled is None else [Logits(z) for z in sampled]
+        targets_cached = None if sampled is None else [Logits(z) for z in sampled]
     n_ce = (targets != -100).sum()
     n_kd = b if cfg.kd_norm == "batch" else b * (kd_hi - kd_lo)
     with autocast_ctx(x.device, cfg.precision):
@@ -271,9 +270,9 @@ def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, bac
             z_kd = z_ce if h_kd is None else student.head(h_kd[:, s:s + k].contiguous())  # single step: (b, T - P, V)
             with torch.no_grad():
                 z_teachers = [tt.logits(t, s, s + k, z_kd) for t, tt in zip(teachers, targets_cached)]  # like z_kd
-        ce = cross_entropy(z_ce, targets[:, s:s + k], normalizer=n_ce)
+        ce = cross_entropy(z_ce, targets[:, s:s + k], normalizer=n_ce, fused=cfg.fused_loss)  # eq. 10
         kd = kd_loss(z_kd, z_teachers, objective or cfg.objective, cfg.temperature, lam, cfg.teacher_combine, None,
-                     n_kd, rv_weight=cfg.rv_weight, skew=cfg.skew)
+                     n_kd, fused=cfg.fused_loss, rv_weight=cfg.rv_weight, skew=cfg.skew)  # eqs. 1-5
         backward_scale(cfg.alpha * ce + (1 - cfg.alpha) * kd).backward()
         ce_total, kd_total = ce_total + ce.detach().float(), kd_total + kd.detach().float()
     h.backward(h_detached.grad)  # the trunk's backward, once
@@ -282,130 +281,58 @@ def distill_micro_step(student, teachers, x, cfg: DistillConfig, lam: float, bac
 
 def train(cfg: DistillConfig) -> dict:
     cfg = resolve_variant(cfg)  # validated, before any file is written
-    last = os.path.join(cfg.out_dir, "ckpt_last.pt")
-    check_resume(cfg, last)
-    if cfg.deterministic:
-        set_determinism()
-    set_seed(cfg.seed)
-    device = get_device(cfg.device)
-    corpus, batches, val, micro, accum, rank, world = prepare_run(cfg, device, write=False)
+    run = Run(cfg)
     paths = [os.path.abspath(p) for p in teacher_paths(cfg)]
-    teachers = [load_teacher(p, corpus.tokenizer, device) for p in paths]
-    write_config(cfg, rank)  # only once the teachers have loaded: a refused one leaves no run folder
-    student = M.build_model(M.get_config(cfg.preset, vocab_size=corpus.tokenizer.vocab_size), seed=cfg.seed).to(device)
-    total = batches.steps_per_epoch * cfg.epochs
-    total = min(total, cfg.max_steps) if cfg.max_steps else total
-    cfg.precision = resolve_precision(cfg.precision, device, student.config.dim)
+    teachers = [load_teacher(p, run.corpus.tokenizer, run.device) for p in paths]  # refused: no run folder
+    vocab = run.corpus.tokenizer.vocab_size
+    student = M.build_model(M.get_config(cfg.preset, vocab_size=vocab), seed=cfg.seed).to(run.device)
+    cfg.precision = resolve_precision(cfg.precision, run.device, student.config.dim)
     teachers = teachers_in_compute_dtype(teachers, cfg.precision)
-    # the single-step KD term is on sampled text: the teachers run, whatever the flag
-    use_cache, caches, cache_offset = cfg.teacher_cache != "off" and not cfg.single_step, None, None
+    generator = torch.Generator(device=run.device).manual_seed(rank_seed(cfg.seed, run.rank, SAMPLER_STREAM))
+    sampler = None  # single step in bf16/fp16: the student's weights cast once per step (sample_single_step)
+    if cfg.precision in COMPUTE_DTYPE and cfg.single_step:
+        sampler = M.build_model(student.config).to(run.device, COMPUTE_DTYPE[cfg.precision]).eval()
+    use_cache = cfg.teacher_cache != "off" and not cfg.single_step  # single step: the teachers see sampled text
 
-    def epoch_caches(epoch: int) -> tuple:  # (caches of this epoch's windows, their offset): built on first use
-        offset = batches.offset(epoch)
-        return TC.open_caches(teachers, paths, cfg.teacher_cache, cfg.precision, corpus.tokenizer.sha, corpus.train,
-                              cfg.seq_len, cfg.cache_dir, device, cfg.cache_topk, cfg.temperature, rank, world,
-                              offset=offset), offset
-    sampler = None
-    if cfg.precision in COMPUTE_DTYPE and cfg.single_step:  # the student's weights, cast once per step
-        sampler = M.build_model(student.config).to(device, COMPUTE_DTYPE[cfg.precision]).eval()
-    optimizer = configure_optimizer(student, cfg.lr, cfg.weight_decay, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-    generator = torch.Generator(device=device).manual_seed(rank_seed(cfg.seed, rank, SAMPLER_STREAM))  # single step
-    step, best_val = 0, float("inf")
-    if cfg.resume and os.path.isfile(last):
-        ckpt = load_checkpoint(last, student, optimizer, scaler, rank, world, device)
-        step, best_val = ckpt["step"], ckpt["best_val"]
-        restore_sampler(generator, ckpt.get("sampler_rng"), device, rank, world, cfg.seed, step)
-    log = RunLog(cfg.out_dir, step if cfg.resume else -1, enabled=rank == 0)
-    student.train()
-    broadcast_params(student, world)
-    if world > 1:  # every rank its own dropout stream (the weights are rank 0's, just broadcast)
-        torch.manual_seed(rank_seed(cfg.seed, rank))
+    def open_caches(offset: int) -> list:  # the teachers' targets of the windows at this offset, built on first use
+        return TC.open_caches(teachers, paths, cfg.teacher_cache, cfg.precision, run.corpus.tokenizer.sha,
+                              run.corpus.train, cfg.seq_len, cfg.cache_dir, run.device, cfg.cache_topk, cfg.temperature,
+                              run.rank, run.world, offset=offset)
+    cache_offset = run.batches.offset(0) if use_cache else None  # before the progress bar; fixed windows: the only one
+    caches = open_caches(cache_offset) if use_cache else None
     chunks = -(-cfg.seq_len // (cfg.chunk_size or cfg.seq_len))  # backward passes reaching the head per micro-batch
-    reducer = GradReducer(student, world, {student.output.weight: chunks})
+    run.start(student, cfg.lr, cfg.precision, accumulations={student.output.weight: chunks},
+              extra=lambda: {"sampler_rng": {"device": run.device.type,  # every rank's, gathered (a collective)
+                                             "states": gather_objects(generator.get_state(), run.world)},
+                             "variant": cfg.variant, "teacher_paths": paths},
+              snapshot={"variant": cfg.variant, "teacher_paths": paths})
+    if run.resumed:
+        restore_sampler(generator, run.resumed.get("sampler_rng"), run.device, run.rank, run.world, cfg.seed, run.step)
     if cfg.compile:  # the trunk is what is worth compiling; heads and losses run per chunk
         student.hidden = torch.compile(student.hidden)
-    if use_cache:  # this epoch's, before the progress bar; a later epoch with another offset opens its own
-        caches, cache_offset = epoch_caches(step // batches.steps_per_epoch)
-    if rank == 0:
+    if run.rank == 0:
         print(f"{cfg.variant}: student {cfg.preset} {student.num_params():,} params, teachers "
               f"{[t.config.arch + ':' + str(t.num_params()) for t in teachers]} | {cfg.objective} KL, mixing "
               f"{cfg.mixing}, single step {cfg.single_step}, chunk {cfg.chunk_size}, progressive {cfg.progressive}, "
               f"teacher cache {cfg.teacher_cache if use_cache else 'off'}, fixed windows {cfg.fixed_windows} | "
-              f"{cfg.precision} on {device} | {total} steps of {cfg.batch_size}x{cfg.seq_len} | out {cfg.out_dir}")
-    bar = tqdm(total=total, initial=step, disable=rank != 0, unit="step", dynamic_ncols=True)
-    t_last, since, skipped = time.perf_counter(), 0, 0
-    limit = min(total, cfg.stop_after or total)
-    while step < limit:
-        epoch, start = divmod(step, batches.steps_per_epoch)
-        if use_cache and batches.offset(epoch) != cache_offset:  # fixed windows: only the first epoch opens one
-            caches, cache_offset = epoch_caches(epoch)
-        for windows, batch in batches.epoch_windows(epoch, start):
-            lam = lambda_for_epoch(cfg, schedule_epoch(step, total, cfg.epochs))
-            objective = (alternate_objective(step, schedule_epoch(step, total, cfg.epochs), cfg.alternate_period,
-                                             cfg.alternate_by) if cfg.objective == "alternate" else cfg.objective)
-            lr_now = get_lr(step, cfg.lr, cfg.warmup, total, cfg.min_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_now
-            ce_mean = kd_mean = 0.0  # over the micro-batches: the losses of the whole batch
-            for i, (ids, x) in enumerate(zip(windows.split(micro), batch.to(device).split(micro))):  # accumulation
-                if i == accum - 1:
-                    reducer.arm()  # the last micro-batch: buckets all-reduce as their gradients complete
-                cached = [c.fetch(ids, device) for c in caches] if caches else None
-                ce, kd = distill_micro_step(student, teachers, x, cfg, lam, lambda l: scaler.scale(l / accum), generator,
-                                            sampler, objective, cached)
-                ce_mean, kd_mean = ce_mean + ce / accum, kd_mean + kd / accum
-            ce_mean, kd_mean = global_mean(torch.stack([ce_mean, kd_mean]).tolist(), world, device)  # one sync
-            loss_mean = cfg.alpha * ce_mean + (1 - cfg.alpha) * kd_mean  # eq. 9
-            check_finite(loss_mean, step, cfg.precision)
-            reducer.finish()
-            scaler.unscale_(optimizer)
-            norm = torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip).item()
-            scale_before = scaler.get_scale()
-            scaler.step(optimizer)
-            scaler.update()
-            skipped += int(scaler.is_enabled() and scaler.get_scale() < scale_before)  # fp16 inf/NaN: step skipped
-            reducer.zero_grad(optimizer)
-            step, since = step + 1, since + 1
-            bar.update(1)
-            end_of_epoch = step % batches.steps_per_epoch == 0 or step == total
-            if rank == 0 and (step % cfg.log_every == 0 or end_of_epoch):
-                tok_s = since * cfg.batch_size * cfg.seq_len / (time.perf_counter() - t_last)
-                bar.set_postfix(loss=f"{loss_mean:.3f}", ce=f"{ce_mean:.3f}", kd=f"{kd_mean:.3f}", tok_s=f"{tok_s:,.0f}")
-                log.write(step=step, epoch=epoch, loss=loss_mean, ce=ce_mean, kd=kd_mean, lam=lam, objective=objective,
-                          lr=lr_now, grad_norm=norm, tok_s=tok_s, skipped_steps=skipped)
-                t_last, since = time.perf_counter(), 0
-            t_pause = time.perf_counter()  # validation and checkpoints do not count against tokens/s
-            stopping = step >= limit
-            saving = step % cfg.ckpt_every == 0 or end_of_epoch or stopping
-            evaluating = end_of_epoch or (cfg.eval_every and step % cfg.eval_every == 0)
-            extra = {}
-            if saving or evaluating:  # every rank's sampler stream, gathered (a collective)
-                extra = {"sampler_rng": {"device": device.type, "states": gather_objects(generator.get_state(), world)},
-                         "variant": cfg.variant, "teacher_paths": paths}
-            if evaluating:
-                val_loss = estimate_val_loss(student, val, micro, device, cfg.precision, rank, world)  # plain student CE
-                log.write(step=step, epoch=epoch, val_loss=val_loss)
-                if rank == 0:
-                    tqdm.write(f"step {step}/{total} | epoch {epoch} | lambda {lam:.2f} | val loss {val_loss:.4f}")
-                if val_loss < best_val:  # the same on every rank: validation is all-reduced
-                    best_val = val_loss
-                    save_checkpoint(os.path.join(cfg.out_dir, "ckpt_best.pt"), student, optimizer, scaler, step,
-                                    cfg, best_val, corpus.tokenizer, rank, world, device, **extra)
-            if saving:
-                save_checkpoint(last, student, optimizer, scaler, step, cfg, best_val, corpus.tokenizer, rank, world,
-                                device, **extra)
-            if rank == 0:
-                save_snapshot(cfg, student, step, corpus.tokenizer, variant=cfg.variant, teacher_paths=paths)
-            t_last += time.perf_counter() - t_pause
-            if stopping:
-                break
-    bar.close()
-    if world > 1:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-    return {"step": step, "best_val": best_val, "precision": cfg.precision, "out_dir": cfg.out_dir,
-            "variant": cfg.variant}
+              f"{cfg.precision} on {run.device} | {run.total} steps of {cfg.batch_size}x{cfg.seq_len} | out {cfg.out_dir}")
+    for epoch, windows, batch in run.steps():
+        if use_cache and run.batches.offset(epoch) != cache_offset:  # random windows: each epoch's own cache
+            cache_offset = run.batches.offset(epoch)
+            caches = open_caches(cache_offset)
+        at = schedule_epoch(run.step, run.total, cfg.epochs)  # eq. 3's epoch, also for runs cut by --max-steps
+        lam = lambda_for_epoch(cfg, at)
+        objective = (alternate_objective(run.step, at, cfg.alternate_period, cfg.alternate_by)
+                     if cfg.objective == "alternate" else cfg.objective)
+        ce_sum = kd_sum = 0.0
+        for ids, x in run.micro_batches(windows, batch):  # gradient accumulation
+            cached = [c.fetch(ids, run.device) for c in caches] if caches else None
+            ce, kd = distill_micro_step(student, teachers, x, cfg, lam, lambda loss: run.scaler.scale(loss / run.accum),
+                                        generator, sampler, objective, cached)
+            ce_sum, kd_sum = ce_sum + ce, kd_sum + kd
+        run.end_step(epoch, loss=cfg.alpha * ce_sum + (1 - cfg.alpha) * kd_sum, ce=ce_sum, kd=kd_sum, lam=lam,
+                     objective=objective)  # eq. 9
+    return {**run.close(), "variant": cfg.variant}
 
 
 @guard

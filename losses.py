@@ -1,7 +1,12 @@
 """The distillation objectives of the paper (README "Distillation"), as pure functions of logits, one
 function per equation: mixing (eq. 2), the progressive schedule (eq. 3), forward and reverse KL (eqs. 4-5),
 reduced as eq. 1 by `kd_reduce`, the one place where T^2 is applied; the teacher combination; eq. 9's KD
-term in `kd_loss`, whose fused path computes the same numbers block by block and is tested against them.
+term in `kd_loss`. Training backpropagates through these functions. `OBJECTIVES` is the one table of
+objectives: a new one is a function here and a line there.
+
+An opt-in speed path (`fused=True`, distill.py --fused-loss) computes forward and reverse KL and the
+cross-entropy block by block with a hand-derived gradient: the same value and gradient (tested), faster
+where the vocabulary is large (README "Speed"), slower at the synthetic language's 105 words.
 
 Shapes: logits (B, T, V), mask (B, T) bool (True = counted), targets (B, T) int64.
 Reduction (eq. 1): T^2 * sum over counted positions of the per-position KL (summed over the vocabulary),
@@ -11,6 +16,7 @@ passes B (Baby Llama's `batchmean`).
 Everything is computed in fp32 (fp64 for fp64 inputs) from log_softmax; probabilities are exponentiated
 log-probabilities.
 """
+import inspect
 from typing import Optional, Sequence
 
 import torch
@@ -80,17 +86,34 @@ def skew_kl(student_logits, teacher_logits, temperature: float = 1.0, mask=None,
     return kd_reduce(per_position, temperature, mask, normalizer)
 
 
+def skew_forward_kl(student_logits, teacher_logits, temperature=1.0, mask=None, normalizer=None, skew=0.1):
+    return skew_kl(student_logits, teacher_logits, temperature, mask, normalizer, skew, reverse=False)
+
+
+def skew_reverse_kl(student_logits, teacher_logits, temperature=1.0, mask=None, normalizer=None, skew=0.1):
+    return skew_kl(student_logits, teacher_logits, temperature, mask, normalizer, skew, reverse=True)
+
+
+def hybrid_kl(student_logits, teacher_logits, temperature=1.0, mask=None, normalizer=None, rv_weight=0.5):
+    """w reverse + (1 - w) forward KL."""
+    return (rv_weight * reverse_kl(student_logits, teacher_logits, temperature, mask, normalizer)
+            + (1 - rv_weight) * forward_kl(student_logits, teacher_logits, temperature, mask, normalizer))
+
+
 def alternate_objective(step: int, epoch: int, period: int = 1, by: str = "step") -> str:
     """"alternate": forward KL for `period` steps (or epochs), then reverse KL for as many, and so on."""
     unit = step if by == "step" else epoch
     return "fw" if (unit // period) % 2 == 0 else "rv"
 
 
-OBJECTIVES = {"fw": forward_kl, "rv": reverse_kl}
+# The objectives: the paper's two, then beyond it. Each takes (student logits, target logits, T, mask,
+# normalizer) and the options it names (kd_loss passes each objective only its own).
+OBJECTIVES = {"fw": forward_kl, "rv": reverse_kl, "hybrid": hybrid_kl, "sfkl": skew_forward_kl,
+              "srkl": skew_reverse_kl}
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Fused paths for training: the same numbers as the definitions above, computed a block of rows at a time
+# The fused speed path (opt-in): the same numbers as the definitions above, computed a block of rows at a time
 # with the gradient written in the forward pass (no (N, V) intermediates kept for autograd). Vocabulary-wide
 # softmaxes are memory-bound; a block of rows stays in cache, so each logit is read from memory once.
 # Gradients, with a = z_S / T and b = target / T:
@@ -103,8 +126,7 @@ BLOCK_ELEMS = 1 << 17  # CPU: elements per block at least, 512 KB in fp32 (the f
 def block_rows(x: torch.Tensor) -> int:
     """Rows per block: on a CPU at least 64 rows and BLOCK_ELEMS elements (64 rows of a 16000 vocabulary, 256
     of a 512 one): a block stays in cache, and each op over it is large enough that per-op overhead matters
-    less (README "The synthetic experiment's step": 64-row blocks of a 512 vocabulary and 4 MB blocks were
-    both slower). On a GPU a Python loop over small blocks would cost a
+    less. On a GPU a Python loop over small blocks would cost a
     kernel launch per block, so blocks are thousands of rows."""
     return max(64, BLOCK_ELEMS // x.shape[-1]) if x.device.type == "cpu" else 4096
 
@@ -177,8 +199,9 @@ class _FusedCE(torch.autograd.Function):
         return (grad * grad_out.unsqueeze(-1).to(grad.dtype)).to(ctx.dtype), None, None
 
 
-def cross_entropy(logits, targets, ignore_index: int = -100, normalizer=None, fused: bool = True):
-    """Eq. 10: mean over positions whose target is not `ignore_index` of -log q_S(target), in fp32."""
+def cross_entropy(logits, targets, ignore_index: int = -100, normalizer=None, fused: bool = False):
+    """Eq. 10: mean over positions whose target is not `ignore_index` of -log q_S(target), in fp32. With
+    `fused` (and gradients on), the same value and gradient block by block (_FusedCE)."""
     if fused and torch.is_grad_enabled() and logits.requires_grad:  # the fused path writes a gradient
         total = _FusedCE.apply(logits.flatten(0, 1), targets.flatten(), ignore_index).sum()
     else:
@@ -189,32 +212,27 @@ def cross_entropy(logits, targets, ignore_index: int = -100, normalizer=None, fu
 
 
 def kd_loss(student_logits, teacher_logits: Sequence[torch.Tensor], objective: str, temperature: float = 2.0,
-            lam: float = 1.0, combine: str = "kl", mask=None, normalizer=None, fused: bool = True,
-            rv_weight: float = 0.5, skew: float = 0.1):
-    """L_KD against one or more teachers.
+            lam: float = 1.0, combine: str = "kl", mask=None, normalizer=None, fused: bool = False, **options):
+    """L_KD against one or more teachers: OBJECTIVES[objective] against each target, averaged.
 
     combine="logits": one target, the mean of the teachers' raw logits (Baby Llama's forward KL).
     combine="kl": the mean over teachers of the divergence to each teacher (the paper's reverse KL).
     Each target is mixed with the student's detached logits by `lam` (eq. 2; lam = 1 is no mixing).
-    fused=True computes the same value and gradient block by block (_FusedKD); False composes the
-    reference functions above. Beyond the paper: "hybrid" (rv_weight), "sfkl"/"srkl" (skew).
+    `options` (rv_weight, skew) reach the objectives that name them. fused=True computes fw and rv with
+    the hand-derived gradient block by block (_FusedKD): the same value and gradient.
     """
     if combine not in ("kl", "logits"):
         raise ValueError(f"unknown teacher combination {combine!r}: use kl or logits")
-    if objective == "hybrid":
-        return sum(w * kd_loss(student_logits, teacher_logits, o, temperature, lam, combine, mask, normalizer, fused)
-                   for o, w in (("rv", rv_weight), ("fw", 1.0 - rv_weight)) if w)
-    if fused and torch.is_grad_enabled() and student_logits.requires_grad and objective in OBJECTIVES:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
+    if fused and objective in ("fw", "rv") and torch.is_grad_enabled() and student_logits.requires_grad:
         B, T, V = student_logits.shape  # the fused path writes a gradient, and combines teachers block by block
         per_position = _FusedKD.apply(student_logits.reshape(B * T, V), lam, temperature, objective == "rv",
                                       combine == "logits", *[t.reshape(B * T, V) for t in teacher_logits])
         return kd_reduce(per_position.view(B, T), temperature, mask, normalizer)
-    targets = [combine_teachers(teacher_logits)] if combine == "logits" else list(teacher_logits)
-    if objective in ("sfkl", "srkl"):
-        return sum(skew_kl(student_logits, mix_logits(t, student_logits, lam), temperature, mask, normalizer,
-                           skew, reverse=objective == "srkl") for t in targets) / len(targets)
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}: use one of fw, rv, hybrid, sfkl, srkl")
     fn = OBJECTIVES[objective]
-    losses = [fn(student_logits, mix_logits(t, student_logits, lam), temperature, mask, normalizer) for t in targets]
+    own = {k: v for k, v in options.items() if k in inspect.signature(fn).parameters}
+    targets = [combine_teachers(teacher_logits)] if combine == "logits" else list(teacher_logits)
+    losses = [fn(student_logits, mix_logits(t, student_logits, lam), temperature, mask, normalizer, **own)
+              for t in targets]
     return sum(losses) / len(losses)

@@ -1,6 +1,6 @@
-"""results.md over every evaluated run in a work folder: the paper's Tables 2 and 3 beside ours, the paper's
-claims tested with paired bootstrap intervals, the mode-seeking measures (synthetic_report.py: the synthetic
-experiment's part) and the loss curves.
+"""The real-data report over every evaluated run in a work folder: the paper's Tables 2 and 3 beside ours, the
+paper's claims tested with paired bootstrap intervals, the per-token diagnostics (when lab/measures.py wrote
+them) and the loss curves.
 
     python report.py --work-dir out --out results.md
 
@@ -16,22 +16,12 @@ import numpy as np
 import model as M
 from data import read_jsonl
 from evaluate import fmt, table_rows
-from synthetic_report import load_json, synthetic_section
+from stats import paired_bootstrap
 
 
-
-def paired_bootstrap(items_a: dict, items_b: dict, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
-    """Resampled differences of the macro score (mean over tasks of per-task accuracy), A minus B: the
-    same items drawn for both models, independently within each task. Returns (n_boot,)."""
-    rng = np.random.default_rng(seed)
-    diffs = np.zeros(n_boot)
-    tasks = sorted(set(items_a) & set(items_b))
-    for t in tasks:
-        d = np.array([int(a) - int(b) for a, b in zip(items_a[t], items_b[t])], dtype=np.float64)
-        for lo in range(0, n_boot, 50):  # 50 resamples at a time bounds memory on 20k-item tasks
-            idx = rng.integers(0, len(d), size=(min(50, n_boot - lo), len(d)))
-            diffs[lo:lo + len(idx)] += d[idx].mean(1)
-    return diffs / max(1, len(tasks))
+def load_json(path: str):
+    with open(path) as f:
+        return json.load(f)
 
 
 BENCHMARKS = {"blimp": "BLiMP", "blimp_supplement": "BLiMP suppl.", "ewok": "EWoK", "glue": "GLUE"}
@@ -185,7 +175,7 @@ def paper_section(work_dir: str, out_path: str) -> list:
 
 
 def report(work_dir: str, out_path: str, header: str = "") -> str:
-    md = [header] + synthetic_section(work_dir, out_path) + paper_section(work_dir, out_path)
+    md = [header] + paper_section(work_dir, out_path)
     plots = plot_curves(work_dir, sorted(d for d in os.listdir(work_dir) if d.startswith("ChooBaCa-")),
                         os.path.join(work_dir, "plots"))
     if plots:  # named, not embedded: the PNGs stay in the (ignored) work folder

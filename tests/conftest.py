@@ -24,9 +24,9 @@ def _deterministic():
 @pytest.fixture(scope="session")
 def syn(tmp_path_factory):
     """A small synthetic corpus, and the common flags that point the scripts at it."""
-    import data as D
+    from lab.grammar import write_corpus
     root = tmp_path_factory.mktemp("syn")
-    D.write_synthetic(str(root / "corpus"), n_train=3000, n_dev=300, n_pairs=30)
+    write_corpus(str(root / "corpus"), n_train=3000, n_dev=300, n_pairs=30)
     flags = dict(data="synthetic", data_dir=str(root / "corpus"), work_dir=str(root / "work"), vocab_size=320,
                  seq_len=32, device="cpu", precision="fp32", log_every=1, eval_max_seqs=64)
     return root, flags

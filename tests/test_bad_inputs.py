@@ -37,6 +37,7 @@ def cases(kit):
     py = [sys.executable]
     return [  # (command, environment, the words the line must hold, the location that must stay as it was)
         (["bash", "run_all.sh"], {"SEEDS": "0", "SCALE": "tiny"}, "bad SEEDS=0", tmp / "work"),
+        (["bash", "run_all.sh"], {"SEEDS": "1", "SCALE": "tiny"}, "bad SEEDS=1 (use 2 or more", tmp / "work"),
         (["bash", "run_all.sh"], {"JOBS": "abc", "SCALE": "tiny"}, "bad JOBS=abc", tmp / "work"),
         (["bash", "run_all.sh"], {"NPROC": "-1", "SCALE": "tiny"}, "bad NPROC=-1", tmp / "work"),
         (["bash", "run_all.sh"], {"SCALE": "tiny", "RESULTS": str(tmp)}, f"bad RESULTS={tmp}", tmp / "work"),
@@ -55,12 +56,15 @@ def cases(kit):
          "--seq-len 100000", tmp),
         (py + ["train_teacher.py", *data, "--preset", "debug", "--out-dir", str(tmp / "a_file")], {},
          "is a file: give a folder", tmp),
-        (py + ["measures.py", str(tmp), "--sequences"], {}, "no checkpoint in", tmp),
+        (py + ["-m", "lab.measures", str(tmp), "--sequences"], {}, "no checkpoint in", tmp),
         (py + ["data.py", "prepare", "--data", "2024", "--data-dir", str(tmp / "none"), "--work-dir", str(tmp / "w")],
          {}, "missing", tmp),
         (py + ["teacher_cache.py", "compare", str(tmp / "none")], {}, "", tmp),
-        (py + ["bench.py", "--synthetic", "--students", "baby-llama-7b"], {}, "unknown preset 'baby-llama-7b'", tmp),
-        (py + ["synthetic_report.py", "--best-lr", str(tmp), "fw-1"], {}, "no finished sweep", tmp),
+        (py + ["-m", "lab.bench", "--synthetic", "--sizes", "d99"], {}, "unknown size or cell d99", tmp),
+        (py + ["-m", "lab.synthetic_report", "--best-lr", str(tmp), "fw-1"], {}, "no finished sweep", tmp),
+        (py + ["-m", "lab.synthetic_report", "--work-dir", str(tmp)], {}, "no measured run under", tmp),
+        (py + ["-m", "lab.experiment", "run", "--work-dir", str(tmp / "w"), "--cell", "z-rv"], {}, "unknown cell 'z-rv'",
+         tmp),
     ]
 
 

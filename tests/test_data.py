@@ -12,6 +12,8 @@ import pytest
 import torch
 
 import data as D
+from lab import grammar as G
+from lab.grammar import write_corpus
 from conftest import CORPUS_DIR
 
 
@@ -26,14 +28,18 @@ def test_cleaning_functions():
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     root = tmp_path_factory.mktemp("syn")
-    D.write_synthetic(str(root / "corpus"), n_train=3000, n_dev=300, n_pairs=20)
+    write_corpus(str(root / "corpus"), n_train=3000, n_dev=300, n_pairs=20)
     corpus = D.prepare("synthetic", str(root / "corpus"), vocab_size=300, work_dir=str(root / "work"))
     return root, corpus
 
 
+def corpus_file(synthetic) -> str:
+    return str(synthetic[0] / "corpus" / "train" / "synthetic.train")
+
+
 def test_synthetic_corpus_is_deterministic_and_pairs_well_formed(tmp_path, synthetic):
     root, _ = synthetic
-    D.write_synthetic(str(tmp_path / "again"), n_train=3000, n_dev=300, n_pairs=20)
+    write_corpus(str(tmp_path / "again"), n_train=3000, n_dev=300, n_pairs=20)
     for rel in ["train/synthetic.train", "dev/synthetic.dev"]:
         assert (tmp_path / "again" / rel).read_bytes() == (root / "corpus" / rel).read_bytes()
     blimp = tmp_path / "again" / "evaluation_data" / "blimp_filtered"
@@ -48,10 +54,35 @@ def test_synthetic_corpus_is_deterministic_and_pairs_well_formed(tmp_path, synth
             assert len(good) == len(bad) and sum(a != b for a, b in zip(good, bad)) == 1  # one word differs
 
 
-def test_tokenizer_round_trip_and_special_ids(synthetic):
+def test_synthetic_tokenizer_is_one_piece_per_word_and_keeps_the_exact_probabilities(synthetic):
+    """The synthetic language's tokenizer has exactly its words (and punctuation) as pieces, no byte pieces:
+    every sentence round-trips word for word, so the grammar's exact probability of a decoded sample is the
+    probability of the sentence the tokens spell (the inside check of lab/measures.py holds)."""
     _, corpus = synthetic
     tok = corpus.tokenizer
-    assert (tok.pad_id, tok.bos_id, tok.eos_id, tok.vocab_size) == (0, 1, 2, 300)
+    words = G.PCFG().vocabulary
+    seen = {w for line in open(corpus_file(synthetic)) for w in G.words(line)}
+    assert (tok.pad_id, tok.bos_id, tok.eos_id) == (0, 1, 2) and tok.vocab_size == 4 + len(seen) <= 4 + len(words)
+    pcfg, rng = G.PCFG(), np.random.default_rng(5)
+    sents = G.sentences(rng, 200)
+    for s, ids in zip(sents, tok.encode(sents)):
+        assert [tok.sp.id_to_piece(i).lstrip("▁") for i in ids] == G.words(s)  # one piece per word
+        assert tok.decode(ids) == s
+    np.testing.assert_array_equal(pcfg.logprob([tok.decode(ids) for ids in tok.encode(sents)]), pcfg.logprob(sents))
+    assert tok.encode("the zebra runs.") == tok.encode("the") + [3] + tok.encode(" runs.")  # unknown: unk, not bytes
+
+
+def test_bpe_tokenizer_round_trip_with_byte_fallback(tmp_path, synthetic):
+    """The BabyLM layouts' BPE tokenizer: special ids, and unseen characters through byte fallback."""
+    root, _ = synthetic
+    lines = open(corpus_file(synthetic)).read().splitlines()
+    train_dir, sources, dev_dir = D.LAYOUTS["2024"]
+    for folder, ext in ((train_dir, "train"), (dev_dir, "dev")):
+        os.makedirs(tmp_path / "babylm" / folder)
+        for i, src in enumerate(sources):
+            (tmp_path / "babylm" / folder / f"{src}.{ext}").write_text("\n".join(lines[i::len(sources)]) + "\n")
+    tok = D.prepare("2024", str(tmp_path / "babylm"), vocab_size=400, work_dir=str(tmp_path / "work")).tokenizer
+    assert (tok.pad_id, tok.bos_id, tok.eos_id, tok.vocab_size) == (0, 1, 2, 400)
     text = "The little dogs that the cat sees jump. Zebra ü!"  # unseen characters go through byte fallback
     ids = tok.encode(text, bos=True, eos=True)
     assert ids[0] == 1 and ids[-1] == 2 and 3 not in ids

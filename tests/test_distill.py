@@ -8,9 +8,11 @@ import pytest
 import torch
 
 import data as D
+from lab import grammar as G
 import distill as DS
 import model as M
 import train_teacher as TT
+import training as TR
 from losses import cross_entropy, kd_loss
 
 TABLE1 = {  # variant -> (objective, teachers, data, mixing, single step, chunked, progressive)
@@ -82,7 +84,7 @@ def test_step_wise_loss_equals_direct_unchunked_loss(objective, n_teachers, lam,
     with torch.no_grad():
         zts = [t(x) for t in teachers]
     norm = 3 if kd_norm == "batch" else None
-    ce, kd = cross_entropy(zs, TT.next_token_targets(x)), kd_loss(zs, zts, objective, 2.0, lam, combine, None, norm)
+    ce, kd = cross_entropy(zs, TR.next_token_targets(x)), kd_loss(zs, zts, objective, 2.0, lam, combine, None, norm)
     (alpha * ce + (1 - alpha) * kd).backward()  # eq. 9 with alpha != 0.5: a swapped alpha fails
     want = grads(student)
     for k in (0, 8, 5):  # whole sequence, even chunks, a ragged last chunk
@@ -116,7 +118,7 @@ def test_single_step_term_equals_a_direct_computation(n_teachers, sample_from):
     with torch.no_grad():
         zts = [t(seq) for t in teachers]
     want_kd = kd_loss(zs, zts, "rv", 2.0, lam, "kl", mask)
-    want_ce = cross_entropy(student(x), TT.next_token_targets(x))
+    want_ce = cross_entropy(student(x), TR.next_token_targets(x))
     (0.5 * want_ce + 0.5 * want_kd).backward()
     assert float(ce) == pytest.approx(want_ce.item(), abs=1e-5) and float(kd) == pytest.approx(want_kd.item(), abs=1e-5)
     for g, w in zip(got, grads(student)):
@@ -124,19 +126,23 @@ def test_single_step_term_equals_a_direct_computation(n_teachers, sample_from):
 
 
 @pytest.mark.parametrize("sample_from", ["mix", "student"])
-def test_single_step_reuses_the_samplers_teacher_logits(sample_from):
+def test_single_step_reuses_the_samplers_teacher_logits(sample_from, monkeypatch):
     """The KD term against the teacher logits the sampler computed equals the KD term with the teachers run
-    again on the sampled text (the plain path), in value and gradient; --sample-from student draws the
-    continuation from the student alone (on-policy)."""
+    again on the sampled text (the sampler's logits dropped), in value and gradient; --sample-from student
+    draws the continuation from the student alone (on-policy)."""
     student, teachers = models(2)
     x = torch.randint(0, 64, (3, 24))
+    cfg = DS.DistillConfig(objective="rv", single_step=True, chunk_size=0, prompt_len=10, precision="fp32",
+                           teacher_combine="kl", sample_from=sample_from)
+    sample = DS.sample_single_step
     out = {}
     for rerun in (False, True):
-        cfg = DS.DistillConfig(objective="rv", single_step=True, chunk_size=0, prompt_len=10, precision="fp32",
-                               teacher_combine="kl", single_step_rerun=rerun, sample_from=sample_from)
+        if rerun:  # the sampled text without the sampler's logits: the teachers run on it again
+            monkeypatch.setattr(DS, "sample_single_step", lambda *a, **kw: (sample(*a, **kw)[0], None))
         ce, kd = DS.distill_micro_step(student, teachers, x, cfg, 0.7, lambda l: l, torch.Generator().manual_seed(3))
         out[rerun] = (float(ce), float(kd), grads(student))
         student.zero_grad()
+    monkeypatch.setattr(DS, "sample_single_step", sample)
     assert out[False][:2] == pytest.approx(out[True][:2], rel=1e-5, abs=1e-6)
     for a, b in zip(out[False][2], out[True][2]):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
@@ -154,7 +160,7 @@ def write_layout(root, data, n_lines=400, seed=0):
         os.makedirs(os.path.join(root, folder), exist_ok=True)
         for s in sources:
             with open(os.path.join(root, folder, f"{s}.{ext}"), "w") as f:
-                f.write("\n".join(D.synthetic_sentences(rng, n)) + "\n")
+                f.write("\n".join(G.sentences(rng, n)) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +190,7 @@ def test_two_step_distillation_of_every_variant(twelve, name):
     x = next(D.Batches(corpus.train, 32, 4, seed=1).epoch(0))
     student = M.build_model(M.get_config("debug", vocab_size=corpus.tokenizer.vocab_size), seed=0)
     with torch.no_grad():
-        want = cross_entropy(student(x), TT.next_token_targets(x)).item()
+        want = cross_entropy(student(x), TR.next_token_targets(x)).item()
     assert steps[0]["ce"] == pytest.approx(want, abs=1e-5)
     assert steps[0]["lam"] == (1.0 if "fw" in name else 0.9)
     assert json.load(open(os.path.join(out["out_dir"], "config.json")))["variant"] == name
@@ -223,7 +229,7 @@ def test_objectives_beyond_the_paper_run(twelve, name):
 
 
 def test_diagnostics_of_a_distilled_student_end_to_end(twelve):
-    import measures as MS
+    from lab import measures as MS
     root, common = twelve
     out = DS.train(DS.DistillConfig(variant="ChooBaCa-rv-1-24+", preset="debug", teacher1_preset="debug",
                                     data_dir=str(root / "2024"), **common, out_dir=str(root / "work" / "diag")))

@@ -13,17 +13,21 @@ import torch.nn.functional as F
 import data as D
 import evaluate as E
 import glue as GL
-import measures as MS
+from lab import measures as MS
 import model as M
 from conftest import EVAL_DIR
 
 
 @pytest.fixture(scope="module")
-def tok_model(syn):
+def tok_model(syn, tmp_path_factory):
+    """The BabyLM layouts' tokenizer (BPE, byte fallback) on the synthetic sentences: English beyond the
+    grammar's words (EWoK, GLUE) must tokenize as on real data."""
     _, flags = syn
-    corpus = D.prepare(flags["data"], flags["data_dir"], flags["vocab_size"], flags["work_dir"])
-    m = M.build_model(M.get_config("debug", vocab_size=corpus.tokenizer.vocab_size), seed=4).eval()
-    return corpus.tokenizer, m
+    path = str(tmp_path_factory.mktemp("bpe") / "bpe.model")
+    D.train_tokenizer([os.path.join(flags["data_dir"], "train", "synthetic.train")], flags["vocab_size"], path)
+    tok = D.Tokenizer(path)
+    m = M.build_model(M.get_config("debug", vocab_size=tok.vocab_size), seed=4).eval()
+    return tok, m
 
 
 def test_sequence_score_equals_hand_computed_log_prob_sum():

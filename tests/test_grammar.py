@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-import grammar as G
+from lab import grammar as G
 
 TOY = """
 S  -> NP VP  1.0

@@ -227,8 +227,11 @@ def test_rope_tables_stay_fp32_after_a_bf16_cast():
 
 
 def exported(syn, tmp_path):
+    """A student with the BabyLM layouts' tokenizer (BPE, byte fallback), trained on the synthetic sentences."""
     _, f = syn
-    tok = D.prepare("synthetic", f["data_dir"], f["vocab_size"], f["work_dir"]).tokenizer
+    D.train_tokenizer([os.path.join(f["data_dir"], "train", "synthetic.train")], f["vocab_size"],
+                      str(tmp_path / "bpe.model"))
+    tok = D.Tokenizer(str(tmp_path / "bpe.model"))
     m = M.build_model(M.get_config("debug", vocab_size=tok.vocab_size), seed=3).eval()
     M.save_model(m, str(tmp_path / "c.pt"), tokenizer_path=tok.path)
     X.main([str(tmp_path / "c.pt"), str(tmp_path / "hf")])

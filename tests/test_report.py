@@ -1,5 +1,5 @@
-"""report.py: the paired bootstrap on cases with a known sign, the claim rows, the paper's tables, the
-synthetic verdicts, and the loss-curve plots."""
+"""report.py: the paired bootstrap on cases with a known sign, the claim rows, the paper's tables and the
+loss-curve plots."""
 import json
 import os
 
@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import report as R
-import synthetic_report as SR
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,21 +36,6 @@ def test_paper_tables_are_read_whole():
     t3 = R.read_csv(os.path.join(HERE, "paper_table3.csv"))
     assert len(t2) == 39 and {"benchmark", "task", "ChooBaCa-rv-1-24+"} <= set(t2[0])
     assert {r["model"] for r in t3} >= {"Baby Llama", "LTG-BERT", "ChooBaCa-fw-1-24"}
-
-
-def test_synthetic_verdicts_name_the_signature():
-    rng = np.random.default_rng(0)
-
-    def run(precision, recall_kl):
-        return {"final": {"precision": list((rng.random(800) < precision).astype(float)),
-                          "recall_kl": list(rng.normal(recall_kl, 0.05, 800))}}
-    seeking = [run(0.9, 0.30) for _ in range(3)]
-    covering = [run(0.6, 0.10) for _ in range(3)]
-    cells, text = SR.verdict(seeking, covering)
-    assert text == "the mode-seeking signature: higher precision, lower recall"
-    assert cells[0].startswith("+30") and "~" not in cells[0]
-    cells, text = SR.verdict(covering, [run(0.6, 0.10) for _ in range(3)])
-    assert text == "within noise on both" and cells[0].endswith("~")
 
 
 def test_loss_curve_plots(tmp_path):

@@ -1,6 +1,7 @@
-"""run_all.sh end to end on the synthetic default at the tiny scale: every stage runs, results.md holds the
-precision/recall table, the verdicts and the positive control; a second run skips finished stages; bad
-settings are one clear line."""
+"""run_all.sh end to end on the synthetic default at the tiny scale: every stage runs, the report holds the
+answer (both comparisons at B and 2B with their verdicts, stability, the interval targets), every student,
+the convergence check, the positive control and the picture; a second run skips finished stages; SCALE=full's
+stage list (a dry run, nothing written); bad settings are one clear line."""
 import json
 import os
 import subprocess
@@ -25,58 +26,68 @@ def tiny(tmp_path_factory):
     return tmp, first
 
 
-def test_tiny_run_writes_the_synthetic_report(tiny):
+def test_tiny_run_writes_the_answer(tiny):
     tmp, first = tiny
-    assert first.stdout.startswith("run_all.sh: SCALE=tiny on synthetic")  # says what it will do, first
-    assert "about 1.5 minutes" in first.stdout and "teacher cache exact" in first.stdout.splitlines()[0]
+    head = first.stdout.splitlines()
+    assert head[0].startswith("run_all.sh: SCALE=tiny on synthetic: teacher llama-syn, students of size d32; 16 "
+                              "distillation runs (fw-1, rv-1+, a-fw and a-rv x 2 seeds at 8 and 16 steps)")
+    assert "about 1 minutes" in head[1]
     md = (tmp / "results.md").read_text()
-    for heading in ("## The synthetic experiment", "### Learning rates", "### Convergence", "### The ablation ladder",
-                    "### The paper's variants: verdicts", "### Capacity", "### Positive control"):
-        assert heading in md
-    for v in ("fw-1", "fw-2", "rv-1", "rv-2", "rv-1+", "rv-2+", "ap-fw", "ap-rv"):
-        assert f"\n| {v} | 1 | 0.03 | " in md  # one row per student, one seed at this scale, the swept rate
-    assert "| reverse vs forward KL (one teacher) | rv-1 - fw-1 | 8 |" in md  # by budget: 8, 4 and 1 steps
-    assert "| reverse vs forward KL (one teacher) | rv-1 - fw-1 | 1 |" in md
-    assert "| a' | pure KD, T = 1, on the student's own samples" in md and "| d4 | 4,268 |" in md
-    assert "higher precision and lower recall than forward KL: **yes**" in md
-    assert os.path.isfile(tmp / "results_capacity.png") == os.path.isfile(tmp / "results_pr.png")
+    assert md.startswith("# Results (tiny scale)") and "AMD" in md or "Intel" in md or "cores" in md
+    assert "under " + str(tmp / "out") in md  # the disk the run left
+    assert "### The answer at d32, 8 and 16 steps" in md
+    for a, b in (("rv-1+", "fw-1"), ("a-rv", "a-fw")):
+        for steps in (8, 16):
+            assert f"| {a} - {b} | {steps} | 2 |" in md
+        assert f"- {a} - {b}: " in md and " from 8 to 16 steps." in md  # the stability call
+    assert "against the targets ±3 and ±0.01:" in md
+    assert "### Every student at d32" in md and md.count("| d32 | ") == 4  # the convergence check, per cell
+    assert "higher precision and lower recall than forward KL: **yes**" in md  # the positive control
+    assert (tmp / "results_pr.png").is_file() and "](results_pr.png)" in md
     done = set(os.listdir(tmp / "out" / ".done"))
-    assert {"data_synthetic", "teacher_llama-syn_synthetic", "distill_runs_d8_rv-1+_b8-s0",
-            "measures_runs_d4_fw-1_b4-s0", "measures_teacher", "positive_control"} <= done
-    assert "distill_runs_d8_sweep-fw-1-lr3e-2_b8-s0" in done and "measures_runs_d8_sweep-fw-1-lr3e-2_b8-s0" not in done
-    log = (tmp / "out" / "logs" / "distill_runs_d8_fw-2_b8-s0.log").read_text()
-    assert "teacher cache exact, fixed windows True" in log
-    ap = json.loads((tmp / "out" / "runs" / "d8" / "ap-rv" / "b8-s0" / "config.json").read_text())
-    assert (ap["objective"], ap["alpha"], ap["temperature"], ap["sample_from"], ap["single_step"], ap["mixing"],
-            ap["lr"], ap["preset"]) == ("rv", 0.0, 1.0, "student", True, False, 0.03, "baby-llama-syn-d8")
-    b = json.loads((tmp / "out" / "runs" / "d4" / "rv-1+" / "b4-s0" / "config.json").read_text())
-    assert (b["variant"], b["max_steps"], b["preset"]) == ("ChooBaCa-rv-1-syn+", 4, "baby-llama-syn-d4")
+    assert {"data", "teacher_llama-syn", "cache", "measures_teacher", "control",
+            "runs_d32_rv-1+_b16_s0-1", "runs_d32_a-fw_b8_s0-1"} <= done
+    cfg = json.loads((tmp / "out" / "runs" / "d32" / "a-rv" / "b8-s1" / "config.json").read_text())
+    assert (cfg["objective"], cfg["alpha"], cfg["temperature"], cfg["mixing"], cfg["single_step"], cfg["lr"],
+            cfg["preset"], cfg["window_offset"], cfg["teacher_cache"]) == \
+        ("rv", 0.0, 1.0, False, False, 0.1, "baby-llama-syn", 0, "exact")
+    rv = json.loads((tmp / "out" / "runs" / "d32" / "rv-1+" / "b16-s0" / "config.json").read_text())
+    assert (rv["variant"], rv["max_steps"], rv["warmup"], rv["seed"]) == ("ChooBaCa-rv-1-syn+", 16, 1, 0)
+    assert len(os.listdir(tmp / "out" / "teacher-cache")) == 2  # one cache (and its lock) for every seed
 
 
-def test_second_run_skips_finished_stages_and_long_adds_runs(tiny):
-    """Run again with LONG=1: what finished is skipped, fw-1 and rv-1+ run at 2, 4 and 8 times the budget."""
+def test_second_run_skips_finished_stages(tiny):
     tmp, _ = tiny
-    again = run_all(tmp, SCALE="tiny", LONG="1")
+    again = run_all(tmp, SCALE="tiny")
     assert again.returncode == 0, again.stderr[-2000:]
-    skipped = [line for line in again.stdout.splitlines() if line.endswith("done before, skipped")]
-    # data, teachers, the sweep (2), 6 paper variants x 3 budgets, 2 ladder cells and 2 at d4 x 2 budgets, the
-    # measures of every run but the sweep's and of the teacher, the control
-    assert len(skipped) == 1 + 2 + 2 + 18 + 8 + (18 + 8 + 1) + 1
-    ran = [line.split()[2].rstrip(":") for line in again.stdout.splitlines()
-           if line.startswith("== distill runs/") and not line.endswith("skipped")]
-    assert sorted(ran) == [f"runs/d8/{v}/b{k}-s0" for v in ("fw-1", "rv-1+")
-                                                       for k in (16, 32, 64)]
-    md = (tmp / "results.md").read_text()
-    assert "### Where the verdict leads: fw-1 and rv-1+ at d8 up to 64 steps (LONG=1)" in md
-    assert "| 64 | rv-1+ - fw-1 |" in md and "### Every student at d8, 8 steps" in md
+    ran = [line for line in again.stdout.splitlines() if line.startswith("== ") and not line.endswith("skipped")]
+    assert ran[-1].startswith("== done in")  # every stage skipped; the report is written again
+    assert len([line for line in again.stdout.splitlines() if line.endswith("done before, skipped")]) == 5 + 8
+
+
+def test_full_scale_stage_list(tmp_path):
+    """SCALE=full, dry: the sweep, both teachers, every variant and rung at B and 2B, the other sizes at three
+    budgets, the main size to 8B, the windows check; nothing is written."""
+    r = run_all(tmp_path, SCALE="full", DRY_RUN="1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    stages = [line[3:].split(":")[0] for line in r.stdout.splitlines() if line.startswith("== ")]
+    assert stages[:3] == ["data", "teacher llama-syn", "teacher gpt2-syn"] and "cache" in stages
+    assert sum(s.startswith("sweep d32/") for s in stages) == 16
+    for cell in ("fw-1", "fw-2", "rv-1", "rv-2", "rv-1+", "rv-2+", "a-fw", "a-rv", "b-fw", "b-rv", "c-rv", "d-fw",
+                 "d-rv", "ap-fw", "ap-rv"):
+        assert f"runs d32/{cell}/b2000 s0-9" in stages and f"runs d32/{cell}/b1000 s0-9" in stages
+    for size in ("d4", "d8", "d16", "d64"):
+        assert [f"runs {size}/{c}/b{k} s0-4" in stages for k in (1000, 2000, 4000) for c in ("fw-1", "rv-1+")] == [True] * 6
+    assert "runs d32/rv-1+/b8000 s0-9" in stages and "runs d32/fw-1-random/b2000 s0-4" in stages
+    assert stages[-1] == "report" and not (tmp_path / "out").exists()
 
 
 def test_bad_settings_are_one_clear_line(tmp_path):
     r = run_all(tmp_path, SCALE="huge")
     assert r.returncode == 2 and r.stderr.strip() == \
-        "run_all.sh: unknown SCALE=huge (use synthetic, capacity, tiny, cpu or paper)"
+        "run_all.sh: unknown SCALE=huge (use synthetic, full, tiny, cpu or paper)"
     r = run_all(tmp_path, SCALE="cpu")
     assert r.returncode == 2 and "needs BabyLM data" in r.stderr and r.stderr.count("\n") == 1
     bad = run_all(tmp_path, SCALE="tiny", TEACHER_CACHE="yes")
-    assert bad.returncode == 2 and bad.stderr.strip() == \
-        "run_all.sh: unknown TEACHER_CACHE=yes (use off, exact or compact)"
+    assert bad.returncode == 2 and bad.stderr.strip() == "run_all.sh: bad TEACHER_CACHE=yes (use off, exact or compact)"
+    assert not (tmp_path / "out").exists()

@@ -1,42 +1,78 @@
-"""synthetic_report.py: the convergence check, the learning-rate choice and the A - B cells on cases whose
-answer is known, and the section over a small runs/ tree."""
+"""lab/synthetic_report.py: the convergence check against its fixed tolerance, the paired comparisons, their
+verdicts, stability and anchors on cases whose answer is known, the learning-rate choice, the groups that need
+more seeds, and the report over small runs/ trees (the default's and SCALE=full's)."""
 import json
 import os
 
 import numpy as np
 import pytest
 
-import synthetic_report as SR
+from lab import synthetic_report as SR
 
 
-def run(precision: float, kl: float, seed: int = 0, n: int = 400, noise: float = 0.02, lr: float = 0.01) -> dict:
+def run(precision: float, kl: float, seed: int = 0, n: int = 400, noise: float = 0.02, lr: float = 0.01,
+        exact: bool = False) -> dict:
+    """A measures.json: Bernoulli precision items and noisy KL items, or with `exact` constant items whose
+    means are exactly `precision` and `kl`."""
     rng = np.random.default_rng(seed)
-    final = {"precision": (rng.random(n) < precision).astype(float).tolist(),
-             "recall_kl": (kl + noise * rng.standard_normal(n)).tolist()}
+    if exact:
+        final = {"precision": [precision] * n, "recall_kl": [kl] * n}
+    else:
+        final = {"precision": (rng.random(n) < precision).astype(float).tolist(),
+                 "recall_kl": (kl + noise * rng.standard_normal(n)).tolist()}
     for key in ("true_logp", "reverse_kl", "forward_kl", "entropy"):
         final[key] = (1.0 + noise * rng.standard_normal(n)).tolist()
-    return {"final": final, "along": [{"precision": precision, "recall_kl": kl}], "n": n, "seed": seed,
-            "val_loss": 1.0, "lr": lr, "params": 1000}
+    return {"final": final, "along": [{"precision": precision, "recall_kl": kl}], "n": n, "val_loss": 1.0, "lr": lr,
+            "params": 1000}
 
 
-def test_convergence_check_against_the_interval():
-    full = [run(0.70, 0.050, s) for s in range(3)]
-    moved = [run(0.50, 0.150, s + 10) for s in range(3)]  # far from the B run: not converged
-    still = [run(0.70, 0.050, s + 20) for s in range(3)]  # the same distribution: converged
-    (g, k), ok = SR.converged(moved, full)
-    short, long = (float(x) for x in g[0].split(" → "))
-    assert not ok and 45 < short < 55 and 65 < long < 75
-    assert SR.converged(still, full)[1]
-    assert not SR.converged([run(0.70, 0.080, s + 20) for s in range(3)], full)[1]  # KL alone moved
+def group(precision, kl, seeds=3, offset=0, **kw) -> dict:
+    return {s: run(precision, kl, s + offset, **kw) for s in range(seeds)}
 
 
-def test_difference_has_the_known_sign_and_marks_noise():
-    a, b = [run(0.8, 0.05, s) for s in range(3)], [run(0.6, 0.05, s + 3) for s in range(3)]
-    text, sign = SR.difference(a, b, "precision", 100.0)
-    assert sign == 1 and 15 < float(text.split()[0]) < 25 and "~" not in text
-    text, sign = SR.difference(a, b, "recall_kl", 1.0)
-    assert sign == 0 and text.endswith("~")
-    assert SR.difference(b, a, "precision", 100.0)[1] == -1
+def test_convergence_is_a_fixed_tolerance_just_inside_and_just_outside():
+    """Moves under 1 point and 0.005 nats are converged, at any number of seeds (more seeds never fail it)."""
+    short = group(0.700, 0.0500, exact=True)
+    moves, ok = SR.converged(short, group(0.7099, 0.0549, exact=True))
+    assert ok and moves["precision"] == pytest.approx(0.99) and moves["recall_kl"] == pytest.approx(0.0049)
+    assert not SR.converged(short, group(0.7101, 0.0500, exact=True))[1]  # 1.01 points
+    assert SR.converged(short, group(0.700, 0.0451, exact=True))[1]  # KL alone: -0.0049 is within ...
+    assert not SR.converged(short, group(0.700, 0.0449, exact=True))[1]  # ... -0.0051 is not
+    assert SR.converged(group(0.7, 0.05, seeds=30, exact=True), group(0.705, 0.052, seeds=30, exact=True))[1]
+
+
+def test_comparison_is_paired_by_seed_with_its_verdict_and_anchor():
+    """Seeds far apart but A = B + 20 points within each seed: paired, the interval is tight around +20."""
+    a = {s: run(0.3 + 0.2 * s + 0.2, 0.10, exact=True) for s in range(3)}
+    b = {s: run(0.3 + 0.2 * s, 0.10, exact=True) for s in range(3)}
+    c = SR.compare(a, b)
+    assert c["seeds"] == 3 and c["precision"] == pytest.approx((20.0, 20.0, 20.0))
+    assert c["signs"] == (1, 0) and c["verdict"] == "higher precision, recall within noise"
+    seeking = SR.compare(group(0.9, 0.30, offset=10), group(0.6, 0.10))
+    assert seeking["verdict"] == "the mode-seeking signature: higher precision, lower recall"
+    assert seeking["anchor"] == "the paper: mode-seeking" and 25 < seeking["precision"][0] < 35
+    same = SR.compare(group(0.6, 0.10, offset=20), group(0.6, 0.10))
+    assert same["verdict"] == "within noise on both" and same["anchor"] == "Wu et al.: the same student"
+    assert SR.diff_text(same, "precision").endswith("~")
+    assert SR.compare({0: run(0.5, 0.1), 5: run(0.5, 0.1)}, group(0.5, 0.1))["seeds"] == 1  # common seeds only
+
+
+def test_anchors_and_verdicts_of_every_sign_pair():
+    assert SR.anchor(1, 1) == "the paper: mode-seeking"
+    assert SR.anchor(-1, -1) == "Wu et al.: forward fits the head, reverse the tail"
+    assert SR.anchor(0, 0) == "Wu et al.: the same student"
+    for p, k in ((1, -1), (-1, 1), (0, 1), (1, 0), (0, -1), (-1, 0)):
+        assert SR.anchor(p, k) == "none of the three in full"
+    assert SR.verdict_words(-1, 1) == "worse on both: lower precision and lower recall"
+    assert SR.verdict_words(0, 1) == "precision within noise, lower recall"
+    assert SR.verdict_words(-1, 0) == "lower precision, recall within noise"
+
+
+def test_stability_says_how_far_a_verdict_moves():
+    first = {"precision": (2.0, 0.0, 4.0), "recall_kl": (0.010, 0.005, 0.015)}
+    assert SR.stability(first, {"precision": (3.0, 1.0, 5.0), "recall_kl": (0.012, 0.008, 0.016)}) == "stable"
+    moved = SR.stability(first, {"precision": (6.0, 5.0, 7.0), "recall_kl": (0.012, 0.008, 0.016)})
+    assert moved == "moves by +4.0 points"
 
 
 def write_run(root, size, cell, steps, seed, r, val_loss=None):
@@ -49,68 +85,85 @@ def write_run(root, size, cell, steps, seed, r, val_loss=None):
         f.write(json.dumps({"step": steps, "val_loss": val_loss if val_loss is not None else r["val_loss"]}) + "\n")
 
 
-def test_best_lr_is_the_lowest_final_validation_ce(tmp_path):
-    for lr, v in (("3e-3", 1.9), ("1e-2", 1.7), ("3e-2", 1.8)):
-        write_run(str(tmp_path), "d8", f"sweep-fw-1-lr{lr}", 8, 0, run(0.5, 0.1), val_loss=v)
-    assert SR.best_lr(str(tmp_path / "runs" / "d8"), "fw-1") == "1e-2"
+def test_best_lr_is_the_lowest_mean_validation_ce(tmp_path):
+    for lr, v in (("3e-3", (1.9, 1.9)), ("1e-2", (1.6, 1.85)), ("3e-2", (1.7, 1.7))):
+        for seed in range(2):
+            write_run(str(tmp_path), "d8", f"sweep-fw-1-lr{lr}", 8, seed, run(0.5, 0.1), val_loss=v[seed])
+    assert SR.best_lr(str(tmp_path / "runs" / "d8"), "fw-1") == "3e-2"  # 1e-2's mean is 1.725, not its 1.6
     with pytest.raises(ValueError, match="no finished sweep"):
         SR.best_lr(str(tmp_path / "runs" / "d8"), "rv-1+")
 
 
-def test_section_over_a_runs_tree(tmp_path):
-    root = str(tmp_path)
-    for seed in range(2):
-        for steps in (8, 4):
-            write_run(root, "d8", "fw-1", steps, seed, run(0.7, 0.05, seed))
-            write_run(root, "d8", "rv-1+", steps, seed, run(0.9, 0.15, seed + 5))  # the mode-seeking signature
-            write_run(root, "d8", "a-fw", steps, seed, run(0.7, 0.05, seed + 7))
-            write_run(root, "d8", "a-rv", steps, seed, run(0.7, 0.05, seed + 9))
-            write_run(root, "d4", "fw-1", steps, seed, run(0.5, 0.20, seed))
-            write_run(root, "d4", "rv-1+", steps, seed, run(0.5, 0.20, seed + 3), val_loss=2.0 + seed)
+def teacher(root):
     os.makedirs(os.path.join(root, "teacher-llama-syn-synthetic", "eval"))
-    json.dump({"along": [{"precision": 0.95, "recall_kl": 0.025}], "true_entropy": 1.9},
+    json.dump({"along": [{"precision": 0.95, "recall_kl": 0.025}]},
               open(os.path.join(root, "teacher-llama-syn-synthetic", "eval", "measures.json"), "w"))
-    md = "\n".join(SR.synthetic_section(root, str(tmp_path / "results.md")))
-    assert "| e+ | the paper's rv-1+" in md and "the mode-seeking signature" in md
-    assert "| a | pure KD" in md and "| rv-1+ - fw-1 | 4 |" in md and "| rv-1+ - fw-1 | 8 |" in md
-    assert "6 of 6 students converged" in md
-    assert "| d4 | 1,000 | 0.19" in md and "| 8.0 |" in md and "### Capacity" in md  # 0.20 is 8x the teacher's
-    assert "| 1.000 / 2.500 |" in md  # each objective's final validation CE, the mean over the seeds
-    assert "The capacity gap at d8 (1,000 parameters): KL(p_true‖q) per token fw-1 0.049" in md and "(2.0×)" in md
-    for png in ("results_capacity.png", "results_pr.png"):  # matplotlib is a requirement: the pictures are drawn
-        assert (tmp_path / png).stat().st_size > 1000 and f"]({png})" in md
 
 
-def test_long_budgets_get_their_own_section(tmp_path):
-    """LONG=1 runs fw-1 and rv-1+ beyond the budget: the paper's tables stay at the budget (that of the other
-    cells), the long section lists every budget with its convergence check and the capacity multiple."""
+def test_default_report_over_a_runs_tree(tmp_path):
+    """The default's tree: four cells at B and 2B. The answer's rows, verdicts, anchors, stability, the
+    interval targets, every student, the convergence check and the picture."""
+    root = str(tmp_path)
+    for steps in (4, 8):
+        for seed in range(3):
+            write_run(root, "d16", "fw-1", steps, seed, run(0.7, 0.05, seed, n=2000))
+            write_run(root, "d16", "rv-1+", steps, seed, run(0.9, 0.15, seed + 5, n=2000))  # mode-seeking
+            write_run(root, "d16", "a-fw", steps, seed, run(0.7, 0.05, seed + 7, exact=True))
+            write_run(root, "d16", "a-rv", steps, seed, run(0.7 if steps == 4 else 0.5, 0.05, seed + 9, exact=True))
+    teacher(root)
+    md = SR.report(root, str(tmp_path / "results.md"))
+    assert "### The answer at d16, 4 and 8 steps" in md
+    row = next(line for line in md.splitlines() if line.startswith("| the paper's best recipe") and "| 8 |" in line)
+    assert "| rv-1+ - fw-1 | 8 | 3 | +20" in row and row.endswith("| the mode-seeking signature: higher precision, "
+                                                                   "lower recall | the paper: mode-seeking |")
+    assert "- rv-1+ - fw-1: stable from 4 to 8 steps." in md
+    assert "- a-rv - a-fw: moves by -20.0 points from 4 to 8 steps." in md
+    assert "against the targets ±3 and ±0.01: **met**" in md
+    assert "| rv-1+ | 8 | 3 | 0.01 | 90." in md and "| 6.0 | 1.000 |" in md  # 0.15 is 6x the teacher's 0.025
+    assert "| d16 | a-rv | 4 → 8 | -20.0 |" in md and md.count("| yes |") == 3  # a-rv moved: the others did not
+    assert (tmp_path / "results_pr.png").stat().st_size > 1000 and "](results_pr.png)" in md
+    assert "### Learning rates" not in md and "### rv-1+ - fw-1 by student size" not in md  # SCALE=full only
+
+
+def test_full_report_adds_sizes_budgets_claims_ladder_and_windows(tmp_path):
     root = str(tmp_path)
     for seed in range(2):
-        for steps in (4, 8, 16, 32):
-            write_run(root, "d8", "fw-1", steps, seed, run(0.7, 0.05, seed))
-            kl = 0.05 if steps < 32 else 0.15  # rv-1+ moves at the last doubling: not converged there
-            write_run(root, "d8", "rv-1+", steps, seed, run(0.7, kl, seed + 5))
+        for size, gap in (("d4", 0.10), ("d16", 0.05), ("d64", 0.0)):  # the difference narrows as the size grows
+            for steps in (4, 8, 16):
+                write_run(root, size, "fw-1", steps, seed, run(0.7, 0.05, seed, exact=True))
+                write_run(root, size, "rv-1+", steps, seed, run(0.7 + gap, 0.05 + gap, seed, exact=True))
         for steps in (4, 8):
-            write_run(root, "d8", "a-fw", steps, seed, run(0.7, 0.05, seed + 7))
-        # WINDOWS_CHECK=1: random windows at 4 times the budget; here fw-1 with random windows covers worse
-        write_run(root, "d8", "fw-1-random", 32, seed, run(0.7, 0.15, seed + 9))
-        write_run(root, "d8", "rv-1+-random", 32, seed, run(0.7, 0.15, seed + 11))
-    os.makedirs(os.path.join(root, "teacher-llama-syn-synthetic", "eval"))
-    json.dump({"along": [{"precision": 0.95, "recall_kl": 0.025}], "true_entropy": 1.9},
-              open(os.path.join(root, "teacher-llama-syn-synthetic", "eval", "measures.json"), "w"))
-    md = "\n".join(SR.synthetic_section(root, str(tmp_path / "results.md")))
-    assert "### Every student at d8, 8 steps" in md and "| rv-1+ - fw-1 | 16 |" not in md
-    assert "### Where the verdict leads: fw-1 and rv-1+ at d8 up to 32 steps (LONG=1)" in md
-    long = md.split("### Where the verdict leads")[1]
-    assert "| 4 | fw-1 | " in long and "| - | - | - |" in long  # no half budget below the shortest
-    assert "| 32 | fw-1 | " in long and "| 2.0 | " in long  # 0.05 is twice the teacher's 0.025
-    rv32 = next(line for line in long.splitlines() if line.startswith("| 32 | rv-1+ |"))
-    assert "| 6.0 | " in rv32 and rv32.endswith("| **no** |")
-    for row in ("| 8 | fw-1 |", "| 16 | rv-1+ |"):
-        assert next(line for line in long.splitlines() if line.startswith(row)).endswith("| yes |")
-    assert "| 32 | rv-1+ - fw-1 |" in long and "lower recall" in long.split("| 32 | rv-1+ - fw-1 |")[1]
-    # the windows section compares at the random cells' budget, not at the paper's (8 steps)
-    win = md.split("### Fixed windows against a fresh random offset per epoch, at d8, 32 steps")[1].split("###")[0]
-    rows = {line.split(" | ")[0][2:]: line for line in win.splitlines() if line.startswith("| ")}
-    assert rows["fixed"].endswith(" lower recall |") and "within noise on both" in rows["random offsets"]
-    assert "within noise on both" in rows["random - fixed, rv-1+"] and rows["random - fixed, fw-1"].endswith(" lower recall |")
+            for cell in ("a-fw", "a-rv", "rv-1", "fw-2", "rv-2", "rv-2+", "b-fw", "b-rv"):
+                write_run(root, "d16", cell, steps, seed, run(0.7, 0.05, seed, n=2000))
+        write_run(root, "d16", "fw-1-random", 8, seed, run(0.7, 0.05, seed, n=2000))
+        write_run(root, "d16", "rv-1+-random", 8, seed, run(0.7, 0.05, seed + 3, n=2000))
+        for lr in ("0.01", "0.03"):
+            write_run(root, "d16", f"sweep-fw-1-lr{lr}", 4, seed, run(0.5, 0.1))
+    teacher(root)
+    md = SR.report(root, str(tmp_path / "results.md"))
+    assert "### Learning rates (sweep at d16, 4 steps" in md and "| fw-1 | 1.0000 | 1.0000 | 0.01 |" in md
+    assert "### The paper's claims at d16" in md and "| rv-1 - fw-1 | 8 |" in md
+    assert "### The ablation ladder at d16" in md and "| b-rv - b-fw | 4 |" in md
+    sizes = md.split("### rv-1+ - fw-1 by student size and budget")[1]
+    assert "| d4 (1,000 params) | 16 | 2 | 0.0500 | +10.0 [+10.0, +10.0] | +0.100" in sizes
+    assert "| d64 (1,000 params) | 16 | 2 | 0.0500 | +0.0 [+0.0, +0.0] ~ |" in sizes
+    assert "the difference narrows as the student grows (at 16 steps" in sizes and "**yes**" in sizes
+    assert "### Windows: the shared windows" in md and "| rv-1+-random - fw-1-random | 8 |" in md
+    assert (tmp_path / "results_budget.png").stat().st_size > 1000 and "](results_budget.png)" in md
+
+
+def test_gkd_trend_needs_the_difference_to_narrow_with_size():
+    wide, narrow = SR.compare(group(0.9, 0.15, exact=True), group(0.7, 0.05, exact=True)), \
+        SR.compare(group(0.71, 0.05, exact=True), group(0.7, 0.05, exact=True))
+    assert SR.gkd_trend([(100, wide), (1000, narrow)]) == "yes"
+    assert SR.gkd_trend([(100, narrow), (1000, wide)]) == "no"
+
+
+def test_more_seeds_for_the_cells_of_wide_comparisons(tmp_path):
+    root = str(tmp_path)
+    for seed in range(3):
+        write_run(root, "d16", "fw-1", 8, seed, run(0.7, 0.05, seed))
+        write_run(root, "d16", "rv-1+", 8, seed, run(0.7, 0.05, seed + 3))  # 400 items a seed: wider than ±3
+        write_run(root, "d16", "a-fw", 8, seed, run(0.7, 0.05, seed, exact=True))
+        write_run(root, "d16", "a-rv", 8, seed, run(0.7, 0.05, seed, exact=True))  # no noise: narrow
+    assert SR.more_seeds(root) == [("d16", "fw-1", 8, "3-5"), ("d16", "rv-1+", 8, "3-5")]

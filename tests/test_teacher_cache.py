@@ -233,7 +233,9 @@ def test_distill_with_the_cache_equals_running_the_teacher(syn, tmp_path, capsys
             assert losses(runs["exact"], key) == pytest.approx(losses(runs["off"], key), rel=1e-5)
     assert json.load(open(os.path.join(runs["exact"], "config.json")))["teacher_cache"] == "exact"
     # random windows over two epochs: each epoch reads the cache of its own offset, built when it starts
-    rand = dict(f, batch_size=64, micro_batch=32, max_steps=27)  # 25 steps an epoch
+    corpus = D.prepare(f["data"], f["data_dir"], f["vocab_size"], f["work_dir"])
+    per_epoch = D.Batches(corpus.train, f["seq_len"], 64, f.get("seed", 0) + 1).steps_per_epoch
+    rand = dict(f, batch_size=64, micro_batch=32, max_steps=per_epoch + 2)  # two steps into the second epoch
     for cache in ("off", "exact"):
         runs["random-" + cache] = DS.train(DS.DistillConfig(
             **rand, variant="ChooBaCa-rv-1-syn+", fixed_windows=False, teacher_cache=cache,
@@ -247,14 +249,15 @@ def test_distill_with_the_cache_equals_running_the_teacher(syn, tmp_path, capsys
     epochs = [r["epoch"] for r in map(json.loads, open(os.path.join(runs["random-exact"], "log.jsonl"))) if "kd" in r]
     assert epochs[0] == 0 and epochs[-1] == 1 and batches.offset(0) != batches.offset(1)
     assert sorted(s["offset"] for s in specs) == sorted([batches.offset(0), batches.offset(1)])
-    TC.main(["compare", runs["exact"], "--k", "8,320", "--windows", "4"])  # the compact form's error for this run
+    V = str(corpus.tokenizer.vocab_size)
+    TC.main(["compare", runs["exact"], "--k", f"8,{V}", "--windows", "4"])  # the compact form's error for this run
     rows = [dict(kv.split("=") for kv in line.split()) for line in capsys.readouterr().out.splitlines()
             if line.startswith("k=")]
-    assert [(r["k"], r["objective"]) for r in rows] == [(k, o) for k in ("8", "320") for o in ("fw", "rv", "rv-mixed")]
+    assert [(r["k"], r["objective"]) for r in rows] == [(k, o) for k in ("8", V) for o in ("fw", "rv", "rv-mixed")]
     # k = the whole vocabulary: fp16 rounding of the values only (relative to a loss near 0 after 3 steps from a
     # 2-step teacher: 2-3% here, against about 100% with k = 8)
     err = [float(r["loss_rel_err"]) for r in rows]
-    assert max(err[3:]) < 0.1 * min(err[:3]) and rows[3]["bytes_per_token"] == str(4 * 320 + 4)
+    assert max(err[3:]) < 0.1 * min(err[:3]) and rows[3]["bytes_per_token"] == str(4 * int(V) + 4)
     # single step: the KD term is on sampled text, so the teacher runs and no cache is built
     DS.train(DS.DistillConfig(**f, variant="ChooBaCa-rv-1-syn", teacher_cache="exact", prompt_len=16,
                               cache_dir=str(tmp_path / "unused"), out_dir=str(tmp_path / "ss")))

@@ -8,6 +8,7 @@ import torch
 import model as M
 import runtime as RT
 import train_teacher as TT
+import training as TR
 from losses import cross_entropy
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "expected_losses.txt")
@@ -25,17 +26,17 @@ def run(syn, tmp_path, name, **kw):
 
 
 def test_get_lr_warmup_then_cosine_to_zero():
-    assert TT.get_lr(0, 1.0, 10, 100) == pytest.approx(0.1)
-    assert TT.get_lr(9, 1.0, 10, 100) == pytest.approx(1.0)
-    assert TT.get_lr(10, 1.0, 10, 100) == pytest.approx(1.0)
-    assert TT.get_lr(55, 1.0, 10, 100) == pytest.approx(0.5)
-    assert TT.get_lr(100, 1.0, 10, 100) == pytest.approx(0.0, abs=1e-12)
-    assert TT.get_lr(100, 1.0, 10, 100, min_lr=0.1) == pytest.approx(0.1)
+    assert TR.get_lr(0, 1.0, 10, 100) == pytest.approx(0.1)
+    assert TR.get_lr(9, 1.0, 10, 100) == pytest.approx(1.0)
+    assert TR.get_lr(10, 1.0, 10, 100) == pytest.approx(1.0)
+    assert TR.get_lr(55, 1.0, 10, 100) == pytest.approx(0.5)
+    assert TR.get_lr(100, 1.0, 10, 100) == pytest.approx(0.0, abs=1e-12)
+    assert TR.get_lr(100, 1.0, 10, 100, min_lr=0.1) == pytest.approx(0.1)
 
 
 def test_optimizer_decays_only_matrices():
     m = M.build_model(M.get_config("debug-gpt2"))
-    opt = TT.configure_optimizer(m, 1e-3, 0.1, torch.device("cpu"))
+    opt = TR.configure_optimizer(m, 1e-3, 0.1, torch.device("cpu"))
     decayed, plain = opt.param_groups
     assert decayed["weight_decay"] == 0.1 and all(p.dim() == 2 for p in decayed["params"])
     assert plain["weight_decay"] == 0.0 and all(p.dim() == 1 for p in plain["params"]) and plain["params"]
@@ -57,10 +58,10 @@ def test_micro_batches_equal_one_batch(syn, tmp_path):
 def test_debug_model_overfits_one_batch():
     torch.manual_seed(0)
     m = M.build_model(M.get_config("debug"))
-    opt = TT.configure_optimizer(m, 1e-2, 0.0, torch.device("cpu"))
+    opt = TR.configure_optimizer(m, 1e-2, 0.0, torch.device("cpu"))
     x = torch.randint(0, 512, (4, 32))
     for _ in range(200):
-        loss = cross_entropy(m(x), TT.next_token_targets(x))
+        loss = cross_entropy(m(x), TR.next_token_targets(x))
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -1,15 +1,19 @@
-"""The synthetic language of the default run (README "The synthetic experiment"): a probabilistic
-context-free grammar of child-directed English with agreement, subcategorisation, recursion and attachment
-ambiguity, whose probability of any sentence is exact (the inside algorithm sums over every derivation).
-It is the ground truth against which measures.py scores precision and recall; it is NOT the paper's data.
+"""The synthetic language of the default run (lab/README.md): a probabilistic context-free grammar of
+child-directed English with agreement, subcategorisation, recursion and attachment ambiguity, whose
+probability of any sentence is exact (the inside algorithm sums over every derivation). It is the ground
+truth against which lab/measures.py scores precision and recall; it is NOT the paper's data.
 
-    python grammar.py            # samples, their exact log-probabilities, the entropy per word
+    python -m lab.grammar                        # samples, their exact log-probabilities, the entropy per word
+    python -m lab.grammar --write out/babylm_synthetic --sentences 240000   # a corpus in the BabyLM layout
 
 Shape legend: S sentences, n words, m spans of one width, N nonterminals, K binary rules.
 """
+import argparse
+import json
 import math
+import os
 import re
-import sys
+import shutil
 from collections import defaultdict
 
 import numpy as np
@@ -285,7 +289,41 @@ def minimal_pairs(rng: np.random.Generator, n: int) -> dict:
     return out
 
 
-def main():
+# ---------------------------------------------------------------------------------------------------------
+# a corpus in the BabyLM layout (data.py's "synthetic" layout) and minimal pairs in BLiMP's
+
+
+def sentences(rng: np.random.Generator, n: int) -> list:
+    return [detokenize(ws) for ws, _ in PCFG().sample(rng, n)]
+
+
+def write_corpus(data_dir: str, seed: int = 0, n_train: int = 120_000, n_dev: int = 4_000, n_pairs: int = 500):
+    """Writes train/synthetic.train, dev/synthetic.dev (one sentence a line, sampled from GRAMMAR) and
+    evaluation_data/blimp_filtered/*.jsonl (minimal_pairs), atomically."""
+    rng = np.random.default_rng(seed)
+    tmp = data_dir.rstrip("/") + f".tmp{os.getpid()}"
+    for folder, n in (("train", n_train), ("dev", n_dev)):
+        os.makedirs(os.path.join(tmp, folder))
+        with open(os.path.join(tmp, folder, f"synthetic.{folder}"), "w") as f:
+            f.write("\n".join(sentences(rng, n)) + "\n")
+    blimp = os.path.join(tmp, "evaluation_data", "blimp_filtered")
+    os.makedirs(blimp)
+    for uid, rows in minimal_pairs(rng, n_pairs).items():
+        with open(os.path.join(blimp, f"{uid}.jsonl"), "w") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
+    shutil.rmtree(data_dir, ignore_errors=True)
+    os.makedirs(os.path.dirname(os.path.abspath(data_dir)), exist_ok=True)
+    os.replace(tmp, data_dir)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--write", default="", help="write a corpus (train, dev, minimal pairs) into this folder")
+    p.add_argument("--sentences", type=int, default=120_000, help="--write: training sentences")
+    a = p.parse_args(argv)
+    if a.write:
+        write_corpus(a.write, n_train=a.sentences)
+        return print(f"{a.sentences:,} training sentences written to {a.write}")
     g, rng = PCFG(), np.random.default_rng(0)
     print(f"{len(g.rules)} nonterminals, {sum(map(len, g.rules.values()))} rules, {len(g.vocabulary)} words; "
           f"compiled to {g.N} nonterminals and {len(g.bin_p)} binary rules")
@@ -299,4 +337,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

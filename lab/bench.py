@@ -1,22 +1,19 @@
 """Benchmark of the steps that dominate a reproduction: the distillation step (student forward and
 backward, teacher forward, the two vocabulary-wide softmaxes, AdamW), the teacher-pretraining step and
 zero-shot scoring. One line per configuration of key=value pairs; the achieved model FLOP/s is reported
-as a fraction of this machine's matmul peak, measured in the same run and dtype.
+as a fraction of this machine's matmul peak, measured in the same run and dtype. Tables: lab/BENCHMARK.md.
 
-    python bench.py                                   # paper sizes: baby-llama-58m + llama-360m
-    python bench.py --student baby-llama-small --teacher llama-small --batch 8   # quick
-    python bench.py --only distill --dtypes bf16 --batches 32 --steps 3
-    python bench.py --only distill,peer --objectives fw --chunks 0 --caches off,exact,compact --teachers 1,2
-    python bench.py --synthetic                       # the synthetic experiment's steps, before and after
+    python -m lab.bench                                   # paper sizes: baby-llama-58m + llama-360m
+    python -m lab.bench --student baby-llama-small --teacher llama-small --batches 8   # quick
+    python -m lab.bench --only distill --dtypes bf16 --batches 32 --steps 3 --losses readable,fused
+    python -m lab.bench --only distill,peer --objectives fw --chunks 0 --caches off,exact,compact --teachers 1,2
+    python -m lab.bench --synthetic                       # the synthetic experiment's step, as run_all.sh runs it
+    python -m lab.bench --machine                         # the one-line machine summary the reports print
 
---synthetic measures the default run's own step (vocab 512, sequence 64, batch 32, fp32) for fw-1, rv-1+ and
-rv-1 at each student size, at 1 and 2 threads, along two paths: `before`, the loop as it was before the
-speed work (teachers run every step, loss blocks of 64 rows, the single-step term re-running the teachers on
-the sampled text, glibc's default allocator thresholds), and `after`, as run_all.sh runs it now (teacher-forced
-variants read an exact teacher cache, loss blocks of at least 2^17 elements, the sampler's teacher logits
-reused, runtime.keep_freed_memory). Both paths share model.generate, whose prefill now runs the last layer
-for the last position only: that gain is in both columns. Each row is the whole optimizer step (micro-step,
-gradient clipping, AdamW).
+--synthetic times the default run's own optimizer step (the synthetic tokenizer's 105 words, sequence 64,
+batch 32, fp32, an exact teacher cache for teacher-forced cells) for each cell and student size, at 1 and 2
+threads, with the readable loss (what trains by default) and the fused one (--fused-loss), and with and
+without runtime.keep_freed_memory (which lab/experiment.py calls).
 
 Distillation rows with cache=exact or cache=compact read the teachers' targets from a teacher cache
 (teacher_cache.py) built in the same run on a token stream of 4 batches of windows (build_tok_s: its cost),
@@ -43,9 +40,11 @@ import torch
 import data as D
 import model as M
 from cli import guard
-from runtime import cpu_has_amx, keep_freed_memory
+from runtime import autocast_ctx, cpu_has_amx, keep_freed_memory
+from training import configure_optimizer, next_token_targets
 
-V, T_SEQ = 16000, 128  # vocabulary and sequence length of the rows (--synthetic: 512 and 64)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+V, T_SEQ = 16000, 128  # vocabulary and sequence length of the rows (--synthetic: 105 and 64)
 
 
 def matmul_peak(device, dtype, n: int = 4096, reps: int = 5) -> float:
@@ -74,6 +73,17 @@ def matmul_gflops(dtype=torch.float32, n: int = 512, seconds: float = 0.2) -> fl
     return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
 
 
+def cpu_kind() -> str:
+    """AMX, AVX-512 (no AMX) or AVX2 only: what decides which dtype is fast on this CPU."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return "unknown vector unit"
+    return "AMX" if "amx_bf16" in flags else "AVX-512, no AMX" if "avx512f" in flags else \
+        "AVX2 only" if "avx2" in flags else "no AVX2"
+
+
 def machine_summary() -> str:
     """CPU model, cores, AMX or not, fp32/bf16 matmul GFLOP/s, torch version (and the GPU): beside every figure."""
     name = platform.processor() or platform.machine()
@@ -83,7 +93,7 @@ def machine_summary() -> str:
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return (f"{name}, {os.cpu_count()} cores{', AMX' if cpu_has_amx() else ', no AMX'}, matmul fp32 "
+    return (f"{name}, {os.cpu_count()} cores, {cpu_kind()}, matmul fp32 "
             f"{matmul_gflops():.0f} / bf16 {matmul_gflops(torch.bfloat16):.0f} GFLOP/s, torch {torch.__version__}, {gpu}")
 
 
@@ -136,7 +146,6 @@ def hf_model(ours: M.Transformer):
 def peer_step(student, teachers, x, precision, alpha=0.5, temperature=2.0):
     """The fw-1 step written the usual way on transformers models: whole (B, T, V) logits, F.kl_div."""
     import torch.nn.functional as F
-    from runtime import autocast_ctx
     with autocast_ctx(x.device, precision):
         z = student(input_ids=x).logits
         with torch.no_grad():
@@ -188,12 +197,11 @@ def run_one(args, job: dict) -> dict:
     """One configuration, in this process."""
     import distill as DS
     from losses import cross_entropy
-    from runtime import autocast_ctx, configure_optimizer, next_token_targets
     torch.manual_seed(0)
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
-    if job.get("path") != "before":
-        keep_freed_memory()  # as runtime.get_device does for every CPU run
+    if job.get("malloc", "kept") == "kept":
+        keep_freed_memory()  # as lab/experiment.py does
     device = torch.device(job["device"])
     precision = job["dtype"]
     B, T = job["batch"], T_SEQ
@@ -232,7 +240,8 @@ def run_one(args, job: dict) -> dict:
     elif job["step"] == "distill":
         teachers = DS.teachers_in_compute_dtype(teachers, precision)  # as distill.py's loop does
         cfg = DS.resolve_variant(DS.DistillConfig(objective=job["objective"], single_step=False, mixing=True,
-                                                  chunk_size=job["chunk"], precision=precision, teachers=len(teachers)))
+                                                  chunk_size=job["chunk"], precision=precision, teachers=len(teachers),
+                                                  fused_loss=job["loss"] == "fused"))
         caches, tokens = None, np.random.default_rng(0).integers(4, V, (4 * B + 1) * T).astype(np.uint16)  # 4B windows
         if job["cache"] != "off":
             caches, rate = bench_cache(teachers, job["cache"], precision, tokens, T, device)
@@ -267,25 +276,21 @@ def run_one(args, job: dict) -> dict:
 
 
 def run_variant(args, job: dict, out: dict, device) -> dict:
-    """One synthetic-size optimizer step of a Table 1 variant along the `before` or `after` path (module doc)."""
+    """One synthetic-size optimizer step of an experiment cell (lab/experiment.py CELLS), as distill.py takes it."""
     import distill as DS
-    import losses as L
-    from runtime import configure_optimizer
-    B, T, before = job["batch"], T_SEQ, job["path"] == "before"
-    v = job["variant"]
-    cfg = DS.resolve_variant(DS.DistillConfig(variant=f"ChooBaCa-{v.rstrip('+')}-syn{'+' if v.endswith('+') else ''}",
-                                              precision="fp32", seq_len=T, prompt_len=3 * T // 4,
-                                              single_step_rerun=before))
-    if before:
-        L.BLOCK_ELEMS = 64 * V  # the old fixed 64-row blocks
-    student_cfg = M.get_config(job["student"], vocab_size=V)
+    from lab.experiment import CELLS, SIZES
+    B, T = job["batch"], T_SEQ
+    cfg = DS.resolve_variant(DS.DistillConfig(**{**CELLS[job["cell"]], "data": "synthetic", "precision": "fp32",
+                                                 "seq_len": T, "prompt_len": 3 * T // 4,
+                                                 "fused_loss": job["loss"] == "fused"}))
+    student_cfg = M.get_config(SIZES[job["size"]], vocab_size=V)
     teacher_cfgs = [M.get_config(p, vocab_size=V, dropout=0.0) for p in [args.teacher, args.teacher2][:cfg.teachers]]
     student = M.build_model(student_cfg).to(device)
     teachers = [M.build_model(c).to(device).eval().requires_grad_(False) for c in teacher_cfgs]
     opt = configure_optimizer(student, 1e-2, 0.0, device)
     tokens = np.random.default_rng(0).integers(4, V, (4 * B + 1) * T).astype(np.uint16)  # 4B windows
     caches = None
-    if not before and not cfg.single_step:
+    if not cfg.single_step:
         caches, rate = bench_cache(teachers, "exact", "fp32", tokens, T, device)
         out["build_tok_s"] = round(rate)
     out["cache"] = "exact" if caches else "off"
@@ -298,14 +303,13 @@ def run_variant(args, job: dict, out: dict, device) -> dict:
         step()
     dt = (time.perf_counter() - t) / args.steps
     # model FLOPs per corpus token: the student's training step; with a single-step term also its trunk on the
-    # sampled text and the sampler (student and teachers forward over the sequence); else the teachers' forward
-    # (a cache leaves their heads)
+    # sampled text and the sampler (student and teachers forward over the sequence); else the teachers' heads
     flops = flops_per_token(student_cfg, T, True)
     if cfg.single_step:
         flops += flops_per_token(student_cfg, T, True) + sum(flops_per_token(c, T, False)
                                                              for c in [student_cfg, *teacher_cfgs])
     else:
-        flops += sum(2 * c.dim * V if caches else flops_per_token(c, T, False) for c in teacher_cfgs)
+        flops += sum(2 * c.dim * V for c in teacher_cfgs)
     peak = matmul_peak(device, torch.float32, n=1024)
     out.update(tokens_per_s=round(B * T / dt), step_ms=round(1000 * dt, 1), mflop_per_token=round(flops / 1e6, 3),
                gflop_s=round(flops * B * T / dt / 1e9, 1), peak_gflop_s=round(peak / 1e9), peak_frac=round(
@@ -328,21 +332,30 @@ def main(argv=None):
     p.add_argument("--chunks", default="0,32")
     p.add_argument("--only", default="distill,peer,teacher,score", help="peer rows need transformers")
     p.add_argument("--steps", type=int, default=None, help="timed steps per row (default 2; --synthetic 20)")
-    p.add_argument("--synthetic", action="store_true", help="the synthetic experiment's steps before and after "
-                                                            "(module doc); other flags: --students, --threads, --steps")
-    p.add_argument("--students", default="baby-llama-syn-d8,baby-llama-syn",
-                   help="--synthetic: student presets")
+    p.add_argument("--losses", default="readable,fused", help="distillation rows: readable (the default path) or "
+                                                               "fused (--fused-loss)")
+    p.add_argument("--synthetic", action="store_true", help="the synthetic experiment's step (module doc); other "
+                                                            "flags: --sizes, --cells, --threads, --losses, --steps")
+    p.add_argument("--sizes", default="d16", help="--synthetic: student sizes (lab/experiment.py SIZES)")
+    p.add_argument("--cells", default="fw-1,rv-1+,a-rv,rv-1", help="--synthetic: cells (lab/experiment.py CELLS)")
     p.add_argument("--threads", default="1,2", help="--synthetic: torch threads per row")
-    p.add_argument("--variants", default="fw-1,rv-1+,rv-1", help="--synthetic: Table 1 variants")
+    p.add_argument("--malloc", default="kept", help="--synthetic: kept (runtime.keep_freed_memory) or default")
+    p.add_argument("--machine", action="store_true", help="print the machine summary and stop")
     p.add_argument("--pairs", type=int, default=2000)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--job", default="", help=argparse.SUPPRESS)  # one configuration, in a child process
     args = p.parse_args(argv)
+    if args.machine:
+        return print(machine_summary())
     global V, T_SEQ
-    for preset in [args.student, args.teacher, args.teacher2, *args.students.split(",")]:
+    for preset in [args.student, args.teacher, args.teacher2]:
         M.get_config(preset)  # an unknown preset is one line here, not an error row per configuration
     if args.synthetic:
-        V, T_SEQ = 512, 64
+        from lab.experiment import CELLS, SIZES
+        unknown = [x for x in args.sizes.split(",") if x not in SIZES] + [x for x in args.cells.split(",") if x not in CELLS]
+        if unknown:
+            raise ValueError(f"unknown size or cell {', '.join(unknown)}: see lab/experiment.py SIZES and CELLS")
+        V, T_SEQ = 105, 64
         args.teacher, args.teacher2 = "llama-syn", "gpt2-syn"
     args.steps = args.steps or (20 if args.synthetic else 2)
     if args.job:
@@ -350,15 +363,16 @@ def main(argv=None):
         return
     jobs = []
     if args.synthetic:
-        jobs = [dict(step="variant", variant=v, student=s, threads=int(n), path=path, batch=32, dtype="fp32")
-                for s in args.students.split(",") for v in args.variants.split(",") for n in args.threads.split(",")
-                for path in ("before", "after")]
+        jobs = [dict(step="variant", cell=c, size=s, threads=int(n), loss=loss, malloc=m, batch=32, dtype="fp32")
+                for s in args.sizes.split(",") for c in args.cells.split(",") for n in args.threads.split(",")
+                for m in args.malloc.split(",") for loss in args.losses.split(",")]
         args.dtypes, args.only = "", ""
     for dtype in filter(None, args.dtypes.split(",")):
         if "distill" in args.only:
             jobs += [dict(step="distill", objective=o, dtype=dtype, chunk=int(c), batch=int(b), teachers=int(n),
-                          cache=cache) for b in args.batches.split(",") for n in args.teachers.split(",")
-                     for o in args.objectives.split(",") for c in args.chunks.split(",") for cache in args.caches.split(",")]
+                          cache=cache, loss=loss) for b in args.batches.split(",") for n in args.teachers.split(",")
+                     for o in args.objectives.split(",") for c in args.chunks.split(",")
+                     for cache in args.caches.split(",") for loss in args.losses.split(",")]
         if "peer" in args.only and importlib.util.find_spec("transformers"):
             jobs += [dict(step="peer", objective="fw", dtype=dtype, chunk=0, batch=int(b), teachers=1)
                      for b in args.batches.split(",")]
@@ -367,16 +381,16 @@ def main(argv=None):
         if "score" in args.only:
             jobs.append(dict(step="score", dtype=dtype, batch=0))
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu x{torch.get_num_threads()} threads"
-    student = args.students if args.synthetic else args.student
+    student = args.sizes if args.synthetic else args.student
     print(f"# {name}, torch {torch.__version__}, student {student}, teachers {args.teacher} (+ {args.teacher2}), "
           f"seq {T_SEQ}, vocab {V}")
     print(f"# {machine_summary()}")
     for job in jobs:
         job["device"] = args.device
-        child = [sys.executable, os.path.abspath(__file__), "--job", json.dumps(job)] + [
+        child = [sys.executable, "-m", "lab.bench", "--job", json.dumps(job)] + [
             f"--{k}={v}" for k, v in vars(args).items() if k in ("student", "teacher", "teacher2", "steps", "pairs")]
         child += ["--synthetic"] if args.synthetic else []
-        r = subprocess.run(child, capture_output=True, text=True)
+        r = subprocess.run(child, capture_output=True, text=True, cwd=ROOT)
         line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
             print(f"step={job['step']} error={r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")

@@ -1,10 +1,10 @@
-"""Is the student mode-seeking? Measures beyond the paper's downstream scores (README "Mode seeking,
-measured"): per-token diagnostics against the teacher on the dev set, sample diversity, and, on the
-synthetic language whose probabilities are exact, precision and recall against the true distribution
-and sequence-level KLs in both directions.
+"""Is the student mode-seeking? Measures beyond the paper's downstream scores (lab/README.md): per-token
+diagnostics against the teacher on the dev set, sample diversity, and, on the synthetic language whose
+probabilities are exact, precision and recall against the true distribution and sequence-level KLs in
+both directions.
 
-    python measures.py out/ChooBaCa-rv-1-24+/ckpt_best.pt                     # diagnostics against teacher 1
-    python measures.py out/ChooBaCa-rv-1-syn+ --sequences --eval-dir out/syn/evaluation_data   # along training
+    python -m lab.measures out/ChooBaCa-rv-1-24+/ckpt_best.pt                 # diagnostics against teacher 1
+    python -m lab.measures out/ChooBaCa-rv-1-syn+ --sequences --eval-dir out/syn/evaluation_data   # along training
 
 Shape legend: N positions, B batch, T time, V vocab.
 """
@@ -18,15 +18,14 @@ import torch
 import torch.nn.functional as F
 
 import data as D
-import grammar as G
+import distill as DS
 import model as M
 from cli import guard
-import distill as DS
 from evaluate import load_zero_shot, sequence_logprobs, zero_shot
+from lab import grammar as G
 from losses import kl_per_position
-from runtime import autocast_ctx, configure_optimizer, get_device
-
-
+from runtime import autocast_ctx, get_device
+from training import configure_optimizer
 
 def distribution_stats(student_logits, teacher_logits, k: int = 10) -> dict:
     """Per position (N,): the student's entropy, top-1 agreement with the teacher, the student's mass on
@@ -158,26 +157,6 @@ def sequence_measures(student, teacher, tok, pcfg, ref: dict, device, n: int = 1
         out["recall_kl"] = (ref["true_lp"] - sentence_logprobs(student, ref["true"], tok, device)) / true_len
     out["distinct_2"] = np.array([distinct_n(sents, 2)])
     return out
-
-
-def bootstrap_mean(per_seed: list, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
-    """(n_boot,) resampled means of per-seed item arrays: seeds drawn with replacement, then items within
-    each drawn seed (NaN items ignored): the interval holds both sources of noise."""
-    rng = np.random.default_rng(seed)
-    out = np.full(n_boot, np.nan)
-    for b in range(n_boot):
-        picks = [per_seed[i] for i in rng.integers(0, len(per_seed), len(per_seed))]
-        draw = np.concatenate([x[rng.integers(0, len(x), len(x))] for x in picks])
-        if not np.isnan(draw).all():  # a draw of only NaN items (no grammatical sample) has no mean
-            out[b] = np.nanmean(draw)
-    return out
-
-
-def interval(values: np.ndarray) -> tuple:
-    if np.isnan(values).all():
-        return float("nan"), float("nan")
-    lo, hi = np.nanpercentile(values, [2.5, 97.5])
-    return float(lo), float(hi)
 
 
 # ---------------------------------------------------------------------------------------------------------
