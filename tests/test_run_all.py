@@ -50,7 +50,7 @@ def test_tiny_run_writes_the_answer(tiny):
     cfg = json.loads((tmp / "out" / "runs" / "d32" / "a-rv" / "b8-s1" / "config.json").read_text())
     assert (cfg["objective"], cfg["alpha"], cfg["temperature"], cfg["mixing"], cfg["single_step"], cfg["lr"],
             cfg["preset"], cfg["window_offset"], cfg["teacher_cache"]) == \
-        ("rv", 0.0, 1.0, False, False, 0.1, "baby-llama-syn", 0, "exact")
+        ("rv", 0.0, 1.0, False, False, 0.01, "baby-llama-syn", 0, "exact")
     rv = json.loads((tmp / "out" / "runs" / "d32" / "rv-1+" / "b16-s0" / "config.json").read_text())
     assert (rv["variant"], rv["max_steps"], rv["warmup"], rv["seed"]) == ("ChooBaCa-rv-1-syn+", 16, 1, 0)
     assert len(os.listdir(tmp / "out" / "teacher-cache")) == 2  # one cache (and its lock) for every seed
