@@ -135,8 +135,10 @@ print(round(2 * 256 ** 3 * n / (time.perf_counter() - t) / 1e9))")
 && python data.py prepare --data synthetic --data-dir '$DATA_DIR' --work-dir '$WORK' --vocab-size 512 --separator both"
   TEACHER_COMMON=(--data synthetic --data-dir "$DATA_DIR" --work-dir "$WORK" --vocab-size 512 --separator both --seq-len 64
                   --batch-size 32 --micro-batch 32 --device cpu --precision fp32 --eval-max-seqs 256)
+  # one teacher trains with every thread; SCALE=full's two share them
+  if [ "$SCALE" = full ]; then pool_teacher() { pool "$@"; }; else pool_teacher() { stage "$@"; }; fi
   for t in "$T1" $([ "$SCALE" = full ] && echo "$T2"); do
-    pool "teacher $t" "$WORK/teacher-$t-synthetic/ckpt_best.pt" python train_teacher.py --preset "$t" \
+    pool_teacher "teacher $t" "$WORK/teacher-$t-synthetic/ckpt_best.pt" python train_teacher.py --preset "$t" \
       "${TEACHER_COMMON[@]}" "${TEACHER_FLAGS[@]}"
   done
   drain
