@@ -9,7 +9,7 @@
 #
 # Settings (environment): SCALE = synthetic | full | tiny | cpu | paper (default: synthetic without BabyLM data,
 # else paper on a GPU and cpu otherwise); WORK (out), RESULTS (results/<scale>.md), JOBS (runs at a time,
-# default 2 on the synthetic scales), SEEDS (10 synthetic, 1 otherwise), EXTRA (real data: 4 objectives beyond
+# default 2 on the synthetic scales), SEEDS (8 synthetic, 10 full, 2 tiny, 1 otherwise), EXTRA (real data: 4 beyond
 # the paper, default 1), TEACHER_CACHE (real data: off, exact or compact; the synthetic scales share one exact
 # cache), FORCE (1: rerun finished stages), DRY_RUN (1: list the stages). GPUs: NPROC=N runs every training stage
 # under `torchrun --nproc_per_node N`; TEACHER2_MICRO=16 (say) bounds gpt2-705m's micro-batch under ~45 GB.
@@ -38,7 +38,8 @@ if [ "$SYN" = 0 ] && [ ${#DATASETS[@]} -eq 0 ]; then
 fi
 RESULTS=${RESULTS:-results/$SCALE.md}
 JOBS=${JOBS:-$([ "$SYN" = 1 ] && echo 2 || echo 1)}
-SEEDS=${SEEDS:-$([ "$SCALE" = tiny ] && echo 2 || { [ "$SYN" = 1 ] && echo 10 || echo 1; })}
+case "$SCALE" in tiny) DEFAULT_SEEDS=2 ;; synthetic) DEFAULT_SEEDS=8 ;; full) DEFAULT_SEEDS=10 ;; *) DEFAULT_SEEDS=1 ;; esac
+SEEDS=${SEEDS:-$DEFAULT_SEEDS}
 EXTRA=${EXTRA:-1}
 NPROC=${NPROC:-1}
 TEACHER_CACHE=${TEACHER_CACHE:-off}
@@ -54,9 +55,8 @@ check TEACHER2_MICRO "${TEACHER2_MICRO:-}" '|[1-9][0-9]*' "a whole number, 1 or 
 if [ -e "$WORK" ] && { [ ! -d "$WORK" ] || [ ! -w "$WORK" ]; }; then
   echo "run_all.sh: bad WORK=$WORK (use a writable folder, or a path that does not exist yet)" >&2; exit 2
 fi
-mkdir -p "$(dirname "$RESULTS")" 2>/dev/null || true
 if [ -d "$RESULTS" ] || [ ! -d "$(dirname "$RESULTS")" ] || [ ! -w "$(dirname "$RESULTS")" ]; then
-  echo "run_all.sh: bad RESULTS=$RESULTS (use a file path in a writable folder)" >&2; exit 2
+  echo "run_all.sh: bad RESULTS=$RESULTS (use a file path in an existing, writable folder)" >&2; exit 2
 fi
 THREADS=$(( $(python -c "import os; print(os.cpu_count() or 1)") / JOBS )); [ "$THREADS" -ge 1 ] || THREADS=1
 if [ "$NPROC" -gt 1 ]; then TRAIN=(torchrun --standalone --nproc_per_node "$NPROC"); else TRAIN=(python); fi
@@ -110,25 +110,27 @@ if [ "$SYN" = 1 ]; then
   }
   SEED_RANGE="0-$((SEEDS - 1))"
   if [ "$SCALE" = full ]; then
-    N_RUNS=$(( 32 + SEEDS * (2 * 17) + (SEEDS / 2) * (4 * 2 * 3 + 2) + SEEDS * 2 * 2 ))
-    MINUTES="hours (the README gives a measured run)"
+    N_RUNS=$(( 32 + 8 * SEEDS + (SEEDS / 2) * (22 + 4 + 24 + 2) ))
+    ESTIMATE="hours (README: a measured run)"
   else
     N_RUNS=$(( 8 * SEEDS ))
-    # measured on this project's 2-core Zen 4 EPYC (probe 101 GFLOP/s): lab/README.md; scaled by this CPU's probe
+    # measured on this project's 2-core Zen 4 EPYC (probe 101 GFLOP/s): 2.8 min of data, teacher, cache and report,
+    # 1.32 min a seed (four cells at B and 2B, two at a time); scaled by this CPU's probe
     PROBE=$(python -c "
 import time, torch
 torch.set_num_threads($THREADS); a = torch.randn(256, 256); t = time.perf_counter(); n = 0
 while time.perf_counter() - t < 0.3: a @ a; n += 1
 print(round(2 * 256 ** 3 * n / (time.perf_counter() - t) / 1e9))")
-    MINUTES=$([ "$SCALE" = tiny ] && echo 1 || python -c "print(round((2.4 + 1.15 * $SEEDS) * 101 / max($PROBE, 1), 1))")
+    ESTIMATE="$([ "$SCALE" = tiny ] && echo 1 || python -c "print(round((2.8 + 1.32 * $SEEDS) * 101 / max($PROBE, 1), 1))") minutes"
   fi
   echo "run_all.sh: SCALE=$SCALE on synthetic: teacher $T1$([ "$SCALE" = full ] && echo " and $T2"), students of size"\
-       "$MAIN; $N_RUNS distillation runs ($([ "$SCALE" = full ] && echo "a learning-rate sweep; the paper's six"\
-       "variants and the ablation ladder, $SEEDS seeds at $B and $((2 * B)) steps; fw-1 and rv-1+ at 4 more sizes"\
-       "and budgets to $((8 * B)); random windows; more seeds where an interval is wide" || echo "fw-1, rv-1+, a-fw"\
+       "$MAIN; $N_RUNS distillation runs ($([ "$SCALE" = full ] && echo "a learning-rate sweep; fw-1, rv-1+, a-fw"\
+       "and a-rv x $SEEDS seeds and the paper's other variants and the ladder's other rungs x $((SEEDS / 2)) at $B and"\
+       "$((2 * B)) steps; fw-1 and rv-1+ at 4 more sizes and budgets to $((8 * B)); random windows; then more seeds"\
+       "where an interval is wide" || echo "fw-1, rv-1+, a-fw"\
        "and a-rv x $SEEDS seeds at $B and $((2 * B)) steps")), $JOBS at a time; then the mode-seeking measures, a"\
        "positive control, and $RESULTS."
-  echo "run_all.sh: about $MINUTES minutes here. Stage logs: $WORK/logs/"
+  echo "run_all.sh: about $ESTIMATE here. Stage logs: $WORK/logs/"
   [ "$DRY_RUN" = 1 ] || mkdir -p "$WORK/logs"  # the first write, after every check
 
   stage "data" "$DATA_DIR/train/synthetic.train" bash -c "python -m lab.grammar --write '$DATA_DIR' --sentences $N_TRAIN \
@@ -162,23 +164,26 @@ print(round(2 * 256 ** 3 * n / (time.perf_counter() - t) / 1e9))")
       LR_FW=$(best fw-1); LR_RV=$(best rv-1+); LR_AFW=$(best a-fw); LR_ARV=$(best a-rv)
     fi
     echo "== learning rates (the sweep's lowest validation CE): fw-1 $LR_FW, rv-1+ $LR_RV, a-fw $LR_AFW, a-rv $LR_ARV"
-    # 2. the longest first, so the pool ends together: fw-1 and rv-1+ at 8B and 4B at the main size
-    for steps in $((8 * B)) $((4 * B)); do for cell in fw-1 rv-1+; do group "$MAIN" "$cell" "$steps" "$SEED_RANGE"; done; done
-    # 3. every other size at B, 2B and 4B (half the seeds), the windows check at 2B (half the seeds)
+    # 2. the longest first, so the pool ends together: fw-1 and rv-1+ at 8B and 4B at the main size (half the
+    # seeds, as everything beyond the question: the round of more seeds below adds them where intervals are wide)
     HALF="0-$((SEEDS / 2 - 1))"
+    for steps in $((8 * B)) $((4 * B)); do for cell in fw-1 rv-1+; do group "$MAIN" "$cell" "$steps" "$HALF"; done; done
+    # 3. every other size at B, 2B and 4B, the windows check at 2B
     for size in $OTHER_SIZES; do
       for steps in $((4 * B)) $((2 * B)) "$B"; do for cell in fw-1 rv-1+; do group "$size" "$cell" "$steps" "$HALF"; done; done
     done
     for cell in fw-1 rv-1+; do group "$MAIN" "$cell" $((2 * B)) "$HALF" --windows random; done
-    # 4. the paper's six variants and the ladder's rungs at B and 2B (single-step cells first: the slowest)
-    CELLS="rv-1 rv-2 ap-fw ap-rv fw-1 rv-1+ a-fw a-rv fw-2 rv-2+ b-fw b-rv c-rv d-fw d-rv"
-  else
-    CELLS="fw-1 rv-1+ a-fw a-rv"
+    # 4. the paper's other variants and the ladder's other rungs at B and 2B, half the seeds (single-step
+    # cells first: the slowest)
+    for steps in $((2 * B)) "$B"; do
+      for cell in rv-1 rv-2 ap-fw ap-rv fw-2 rv-2+ b-fw b-rv c-rv d-fw d-rv; do group "$MAIN" "$cell" "$steps" "$HALF"; done
+    done
   fi
-  for steps in $((2 * B)) "$B"; do for cell in $CELLS; do group "$MAIN" "$cell" "$steps" "$SEED_RANGE"; done; done
+  # the question: fw-1, rv-1+, a-fw and a-rv at B and 2B, every seed
+  for steps in $((2 * B)) "$B"; do for cell in fw-1 rv-1+ a-fw a-rv; do group "$MAIN" "$cell" "$steps" "$SEED_RANGE"; done; done
   drain
   if [ "$SCALE" = full ] && [ "$DRY_RUN" = 0 ]; then  # 5. more seeds where a difference's interval is wider than
-    # the answer's targets: the cells of those comparisons get as many seeds again, once
+    # the answer's targets: the teacher-forced cells of those comparisons get as many seeds again, once
     while read -r size cell steps seeds; do group "$size" "$cell" "$steps" "$seeds"; done \
       < <(python -m lab.synthetic_report --work-dir "$WORK" --more-seeds)
     drain
