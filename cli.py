@@ -1,4 +1,4 @@
-"""Command lines (README "Bad input"): a refused input (ValueError, a non-finite loss, an unreadable or
+"""Command lines (docs/running.md "Bad input"): a refused input (ValueError, a non-finite loss, an unreadable or
 unwritable path) is one `error: ...` line on stderr and exit code 2, never a traceback; a training script's
 flags are generated from its config dataclass, each with its help, choices and default.
 """

@@ -1,4 +1,4 @@
-"""BabyLM strict-small corpora (README "Data"): layouts, Baby Llama's cleaning, a SentencePiece BPE
+"""BabyLM strict-small corpora (README "Tokenizer and data"): layouts, Baby Llama's cleaning, a SentencePiece BPE
 tokenizer, uint16 token caches and the epoch batches every script trains on.
 
     BABYLM_DIR=../shared/data/corpus python data.py prepare --data 2024

@@ -72,13 +72,13 @@ class DistillConfig(TrainConfig):
                                   "student (mix, the paper's) or from the student alone (student: on-policy)",
                            ["mix", "student"])
     fused_loss: bool = opt(False, "the hand-derived gradient path of losses.py (the same value and gradient; "
-                                  "faster at large vocabularies, README \"Speed\")")
+                                  "faster at large vocabularies, lab/BENCHMARK.md)")
     # the teachers
     teacher_ckpt: Optional[list] = opt(None, "teacher checkpoint paths, overriding the presets' convention")
     teacher1_preset: str = opt("llama-360m", "preset of teacher 1", PRESETS)
     teacher2_preset: str = opt("gpt2-705m", "preset of teacher 2", PRESETS)
-    teacher_cache: str = opt("off", "read the teachers' targets from a cache built once per data set (README "
-                                    "\"Teacher cache\"): exact (hidden states) or compact (top-k logits); fixes the "
+    teacher_cache: str = opt("off", "read the teachers' targets from a cache built once per data set "
+                                    "(docs/teacher_cache.md): exact (hidden states) or compact (top-k logits); fixes the "
                                     "windows unless they are turned off (no-fixed-windows: one cache per epoch's offset); "
                                     "single-step variants still run the teachers", TC.FORMS)
     cache_topk: int = opt(64, "compact cache: logits kept per position")

@@ -1,4 +1,4 @@
-"""A checkpoint as a folder Hugging Face transformers loads as is (README "Quick start"): config.json and
+"""A checkpoint as a folder Hugging Face transformers loads as is (README "Reproducing the paper on a GPU"): config.json and
 model.safetensors for LlamaForCausalLM or GPT2LMHeadModel (the same logits), the SentencePiece model, and a
 fast tokenizer (data.hf_tokenizer_files) that encodes as this project does. transformers is not needed to
 write it.

@@ -6,7 +6,7 @@ objectives: a new one is a function here and a line there.
 
 An opt-in speed path (`fused=True`, distill.py --fused-loss) computes forward and reverse KL and the
 cross-entropy block by block with a hand-derived gradient: the same value and gradient (tested), faster
-where the vocabulary is large (README "Speed"), slower at the synthetic language's 105 words.
+where the vocabulary is large (lab/BENCHMARK.md), slower at the synthetic language's 105 words.
 
 Shapes: logits (B, T, V), mask (B, T) bool (True = counted), targets (B, T) int64.
 Reduction (eq. 1): T^2 * sum over counted positions of the per-position KL (summed over the vocabulary),

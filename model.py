@@ -61,8 +61,8 @@ PRESETS = {
     "baby-llama-small": _llama(128, 256, 4, 4),      # CPU student
     "llama-small": _llama(256, 768, 6, 4),           # CPU teacher 1
     "gpt2-small": _gpt2(256, 1024, 6, 4),            # CPU teacher 2
-    # the synthetic experiment (README "The synthetic experiment"): teachers that learn the language, and
-    # students of four capacities (d: width), from far too small to copy them to able to
+    # the synthetic experiment (lab/README.md): teachers that learn the language, and one-layer students of
+    # five widths (d: width; d32 is baby-llama-syn), from far too small to copy them to nearly able to
     "llama-syn": _llama(128, 384, 4, 4, vocab_size=512, max_seq_len=128),
     "gpt2-syn": _gpt2(128, 512, 4, 4, vocab_size=512, max_seq_len=128),
     "baby-llama-syn": _llama(32, 64, 1, 2, vocab_size=512, max_seq_len=128),

@@ -110,7 +110,7 @@ if [ "$SYN" = 1 ]; then
   }
   SEED_RANGE="0-$((SEEDS - 1))"
   if [ "$SCALE" = full ]; then
-    N_RUNS=$(( 32 + 8 * SEEDS + (SEEDS / 2) * (22 + 4 + 24 + 2) ))
+    N_RUNS=$(( 32 + 8 * SEEDS + (SEEDS / 2) * (14 + 4 + 16) + 3 * (8 + 2) ))
     ESTIMATE="hours (README: a measured run)"
   else
     N_RUNS=$(( 8 * SEEDS ))
@@ -126,7 +126,8 @@ print(round(2 * 256 ** 3 * n / (time.perf_counter() - t) / 1e9))")
   echo "run_all.sh: SCALE=$SCALE on synthetic: teacher $T1$([ "$SCALE" = full ] && echo " and $T2"), students of size"\
        "$MAIN; $N_RUNS distillation runs ($([ "$SCALE" = full ] && echo "a learning-rate sweep; fw-1, rv-1+, a-fw"\
        "and a-rv x $SEEDS seeds and the paper's other variants and the ladder's other rungs x $((SEEDS / 2)) at $B and"\
-       "$((2 * B)) steps; fw-1 and rv-1+ at 4 more sizes and budgets to $((8 * B)); random windows; then more seeds"\
+       "$((2 * B)) steps (single-step ones x 3); fw-1 and rv-1+ at 4 more sizes, and to $((8 * B)) steps; random"\
+       "windows; then more seeds"\
        "where an interval is wide" || echo "fw-1, rv-1+, a-fw"\
        "and a-rv x $SEEDS seeds at $B and $((2 * B)) steps")), $JOBS at a time; then the mode-seeking measures, a"\
        "positive control, and $RESULTS."
@@ -168,15 +169,16 @@ print(round(2 * 256 ** 3 * n / (time.perf_counter() - t) / 1e9))")
     # seeds, as everything beyond the question: the round of more seeds below adds them where intervals are wide)
     HALF="0-$((SEEDS / 2 - 1))"
     for steps in $((8 * B)) $((4 * B)); do for cell in fw-1 rv-1+; do group "$MAIN" "$cell" "$steps" "$HALF"; done; done
-    # 3. every other size at B, 2B and 4B, the windows check at 2B
+    # 3. every other size at B and 2B; the windows check at 2B (3 seeds: the teachers run at every step, 80 ms)
     for size in $OTHER_SIZES; do
-      for steps in $((4 * B)) $((2 * B)) "$B"; do for cell in fw-1 rv-1+; do group "$size" "$cell" "$steps" "$HALF"; done; done
+      for steps in $((2 * B)) "$B"; do for cell in fw-1 rv-1+; do group "$size" "$cell" "$steps" "$HALF"; done; done
     done
-    for cell in fw-1 rv-1+; do group "$MAIN" "$cell" $((2 * B)) "$HALF" --windows random; done
-    # 4. the paper's other variants and the ladder's other rungs at B and 2B, half the seeds (single-step
-    # cells first: the slowest)
+    for cell in fw-1 rv-1+; do group "$MAIN" "$cell" $((2 * B)) 0-2 --windows random; done
+    # 4. the paper's other variants and the ladder's other rungs at B and 2B, half the seeds; the single-step
+    # cells (93-255 ms a step against 12-13 for the teacher-forced ones) 3 seeds, first: the slowest
     for steps in $((2 * B)) "$B"; do
-      for cell in rv-1 rv-2 ap-fw ap-rv fw-2 rv-2+ b-fw b-rv c-rv d-fw d-rv; do group "$MAIN" "$cell" "$steps" "$HALF"; done
+      for cell in rv-1 rv-2 ap-fw ap-rv; do group "$MAIN" "$cell" "$steps" 0-2; done
+      for cell in fw-2 rv-2+ b-fw b-rv c-rv d-fw d-rv; do group "$MAIN" "$cell" "$steps" "$HALF"; done
     done
   fi
   # the question: fw-1, rv-1+, a-fw and a-rv at B and 2B, every seed

@@ -1,4 +1,4 @@
-"""Teacher cache (README "Teacher cache"): each frozen teacher runs once over a data set's training windows
+"""Teacher cache (docs/teacher_cache.md): each frozen teacher runs once over a data set's training windows
 at one offset, and every variant (and every epoch, with fixed windows) reads its targets from disk instead of
 running the teacher again; random windows open the cache of each epoch's offset.
 

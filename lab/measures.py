@@ -138,7 +138,7 @@ def grammatical(sents: list, tok, pcfg) -> tuple:
     """(is grammatical (bool array), exact log p_true, -inf where not) of sampled token lists."""
     done = np.array([bool(s) and s[-1] == tok.eos_id for s in sents])
     lp = pcfg.logprob([tok.decode(s[:-1]) if d else "" for s, d in zip(sents, done)])
-    return done & np.isfinite(lp), lp
+    return np.isfinite(lp), lp  # an unfinished sample was scored as "", which the grammar cannot produce
 
 
 def sequence_measures(student, teacher, tok, pcfg, ref: dict, device, n: int = 1000, seed: int = 0) -> dict:

@@ -1,4 +1,4 @@
-"""The bad-input table (README "Bad input"): each command, run as a user runs it, gives exit code 2, one
+"""The bad-input table (docs/running.md "Bad input"): each command, run as a user runs it, gives exit code 2, one
 `error:` (or `run_all.sh:`) line on stderr, no traceback, and leaves its output location as it was."""
 import os
 import subprocess

@@ -72,6 +72,22 @@ def test_synthetic_tokenizer_is_one_piece_per_word_and_keeps_the_exact_probabili
     assert tok.encode("the zebra runs.") == tok.encode("the") + [3] + tok.encode(" runs.")  # unknown: unk, not bytes
 
 
+def test_a_window_offset_is_every_epoch_s_and_every_seed_s():
+    """--window-offset k: every epoch of every seed reads tokens[k + i T : k + (i + 1) T] (one teacher cache
+    serves them all); the seed still draws each epoch's order."""
+    tokens = np.arange(77, dtype=np.uint16)  # token i is i: a window shows where it starts; 8 windows of 8
+    seen = {}
+    for seed in (1, 2):
+        b = D.Batches(tokens, 8, 2, seed=seed, offset=3)
+        assert b.fixed and [b.offset(e) for e in range(4)] == [3, 3, 3, 3]
+        for epoch in range(3):
+            batches = [x for x in b.epoch(epoch)]
+            starts = sorted(int(r[0]) for x in batches for r in x)
+            assert starts == [3 + 8 * i for i in range(b.n_seq)]  # every window at offset 3, once an epoch
+            seen[(seed, epoch)] = [int(x[0, 0]) for x in batches]
+    assert seen[(1, 0)] != seen[(2, 0)] and seen[(1, 0)] != seen[(1, 1)]  # orders differ by seed and epoch
+
+
 def test_bpe_tokenizer_round_trip_with_byte_fallback(tmp_path, synthetic):
     """The BabyLM layouts' BPE tokenizer: special ids, and unseen characters through byte fallback."""
     root, _ = synthetic

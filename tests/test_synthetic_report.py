@@ -118,7 +118,8 @@ def test_default_report_over_a_runs_tree(tmp_path):
                                                                    "lower recall | the paper: mode-seeking |")
     assert "- rv-1+ - fw-1: stable from 4 to 8 steps." in md
     assert "- a-rv - a-fw: moves by -20.0 points from 4 to 8 steps." in md
-    assert "against the targets ±3 and ±0.01: **met**" in md
+    assert "- rv-1+ - fw-1: intervals at most ±" in md and md.count("against the targets ±3 and ±0.01: **met**") == 2
+    assert "### The ablation ladder" not in md  # the question's rungs only: no ladder section
     assert "| rv-1+ | 8 | 3 | 0.01 | 90." in md and "| 6.0 | 1.000 |" in md  # 0.15 is 6x the teacher's 0.025
     assert "| d16 | a-rv | 4 → 8 | -20.0 |" in md and md.count("| yes |") == 3  # a-rv moved: the others did not
     assert (tmp_path / "results_pr.png").stat().st_size > 1000 and "](results_pr.png)" in md
