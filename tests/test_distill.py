@@ -72,30 +72,33 @@ def grads(m):
     return [p.grad.clone() for p in m.parameters()]
 
 
-def test_the_default_step_trains_through_losses_reverse_kl(monkeypatch):
-    """What trains is what a reader reads: the default rv-1+ step runs losses.reverse_kl itself (traced by its
-    code object, no fused path in between), and the one table it goes through is losses.OBJECTIVES: doubling
-    the reverse KL there doubles the KD term and changes the gradient."""
+@pytest.mark.parametrize("flags,calls", [(dict(objective="rv", teachers=1, data="2024"), 1),  # rv-1: single step
+                                         (dict(variant="rv-1+", data="synthetic"), 2)])  # two chunks of 32
+def test_the_default_step_trains_through_losses_reverse_kl(monkeypatch, flags, calls):
+    """What trains is what a reader reads: the default step of `distill.py --objective rv --teachers 1 --data
+    2024` (ChooBaCa-rv-1-24) and of rv-1+ runs losses.reverse_kl itself (traced by its code object, no fused
+    path in between), and the one table it goes through is losses.OBJECTIVES: doubling the reverse KL there
+    doubles the KD term and changes the gradient."""
     import sys
     import losses as L
     student, teachers = models(1)
     x = torch.randint(0, 64, (2, 40))
-    cfg = DS.resolve_variant(DS.DistillConfig(variant="rv-1+", data="synthetic", precision="fp32"))
-    assert not cfg.fused_loss and cfg.chunk_size == 32
+    cfg = DS.resolve_variant(DS.DistillConfig(**flags, precision="fp32", seq_len=40))
+    assert not cfg.fused_loss
     ran = []
     tracer = lambda frame, event, arg: ran.append(frame.f_code) if event == "call" else None  # noqa: E731
     sys.setprofile(tracer)
     try:
-        _, kd = DS.distill_micro_step(student, teachers, x, cfg, 0.9, lambda loss: loss)
+        _, kd = DS.distill_micro_step(student, teachers, x, cfg, 0.9, lambda loss: loss, torch.Generator().manual_seed(1))
     finally:
         sys.setprofile(None)
-    assert ran.count(L.reverse_kl.__code__) == 2  # one call per 32-position chunk of 40
+    assert ran.count(L.reverse_kl.__code__) == calls
     assert L._FusedKD.forward.__code__ not in ran and L.forward_kl.__code__ not in ran
     plain = grads(student)
     student.zero_grad()
     real = L.OBJECTIVES["rv"]
     monkeypatch.setitem(L.OBJECTIVES, "rv", lambda *a, **kw: 2 * real(*a, **kw))
-    _, kd2 = DS.distill_micro_step(student, teachers, x, cfg, 0.9, lambda loss: loss)
+    _, kd2 = DS.distill_micro_step(student, teachers, x, cfg, 0.9, lambda loss: loss, torch.Generator().manual_seed(1))
     assert float(kd2) == pytest.approx(2 * float(kd), rel=1e-6)
     assert any(not torch.allclose(a, b) for a, b in zip(plain, grads(student)))
 
