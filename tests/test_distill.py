@@ -40,10 +40,13 @@ def test_parse_all_twelve_variants(name):
     flags = DS.resolve_variant(DS.DistillConfig(objective=c.objective, teachers=c.teachers, data=c.data,
                                                 plus=name.endswith("+")))
     assert flags.variant == name
+    short = name[len("ChooBaCa-"):].replace("-23", "").replace("-24", "")  # rv-1+ with the data set's flag
+    s = DS.resolve_variant(DS.DistillConfig(variant=short, data=c.data, seed=3))
+    assert s.variant == name and s.out_dir == os.path.join("out", name + "-s3")  # a seed but 0: its own folder
 
 
 def test_bad_variants_and_flag_overrides():
-    for bad in ["ChooBaCa-kl-1-24", "ChooBaCa-rv-3-24", "ChooBaCa-fw-1-24+", "choobaca-rv-1-24"]:
+    for bad in ["ChooBaCa-kl-1-24", "ChooBaCa-rv-3-24", "ChooBaCa-fw-1-24+", "choobaca-rv-1-24", "rv-1-25", "rv1"]:
         with pytest.raises(ValueError):
             DS.resolve_variant(DS.DistillConfig(variant=bad))
     c = DS.resolve_variant(DS.DistillConfig(variant="ChooBaCa-rv-1-24+", progressive=False, chunk_size=16))
