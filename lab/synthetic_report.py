@@ -303,9 +303,10 @@ def report(work_dir: str, out_path: str, header: str = "") -> str:
                   f"**{'met' if met else 'NOT met'}**.")
     md.append("")
     # the students
-    keys = sorted(((s, c, k) for s, c, k in runs if s == main and k in (b, b2)),
-                  key=lambda x: (PAPER.index(x[1]) if x[1] in PAPER else 99, x[1], x[2]))
-    md += [f"### Every student at {main}", ""] + students_table(runs, keys, t_kl)
+    asked = [c for pair in QUESTION for c in pair[:2]]
+    keys = sorted(((s, c, k) for s, c, k in runs if s == main and c in asked and k in (b, b2)),
+                  key=lambda x: (asked.index(x[1]), x[2]))
+    md += [f"### The question's students at {main}", ""] + students_table(runs, keys, t_kl)
     # convergence by a fixed tolerance, over each doubling
     md += ["", f"### Convergence: the move over each doubling of the budget against a fixed tolerance "
                f"({TOLERANCE['precision']:g} point, {TOLERANCE['recall_kl']:g} nats)", "",
@@ -349,7 +350,8 @@ def full_sections(runs: dict, work_dir: str, main: str, b: int, b2: int, stem: s
         md += ["", f"### The paper's claims at {main}", ""] + COMPARE_HEAD + rows
     ladder = [(a, bb, f"{r}: {what}") for r, what, a, bb in LADDER]
     rows, _ = comparison_rows(runs, main, ladder, budgets)
-    extra = sorted({c for s, c, k in runs if s == main and k in budgets and c not in PAPER + ["a-fw", "a-rv"]})
+    extra = sorted({c for s, c, k in runs if s == main and k in budgets and c not in PAPER + ["a-fw", "a-rv"]
+                    and not c.endswith("-random")})
     if extra:  # rungs beyond the question's (a and e+)
         md += ["", f"### The ablation ladder at {main}: reverse minus forward KL, one ingredient at a time", ""]
         md += students_table(runs, [(main, c, k) for c in extra for k in budgets if runs.get((main, c, k))],

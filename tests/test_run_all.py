@@ -41,7 +41,7 @@ def test_tiny_run_writes_the_answer(tiny):
             assert f"| {a} - {b} | {steps} | 2 |" in md
         assert f"- {a} - {b}: " in md and " from 8 to 16 steps." in md  # the stability call
     assert md.count("against the targets ±3 and ±0.01:") == 2  # one line per comparison
-    assert "### Every student at d32" in md and md.count("| d32 | ") == 4  # the convergence check, per cell
+    assert "### The question's students at d32" in md and md.count("| d32 | ") == 4  # the convergence check, per cell
     assert "higher precision and lower recall than forward KL: **yes**" in md  # the positive control
     assert (tmp / "results_pr.png").is_file() and "](results_pr.png)" in md
     done = set(os.listdir(tmp / "out" / ".done"))
