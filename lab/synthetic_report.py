@@ -121,11 +121,14 @@ def verdict_words(p: int, k: int) -> str:
                                     else f"{'higher' if p > 0 else 'lower'} precision, recall within noise")
 
 
-def anchor(p: int, k: int) -> str:
+def anchor(p: int, k: int, narrow: bool = True) -> str:
     """The prediction a (precision, KL(p_true||q)) sign pair of reverse minus forward KL favours: the paper's
     (reverse KL makes the student mode-seeking), Wu et al.'s (COLING 2025: one optimum, the same student after
     enough training; early on forward KL fits the head and reverse KL the tail), or none of them in full.
-    Agarwal et al.'s (GKD) concerns student size and is judged across sizes (gkd_trend)."""
+    "The same student" needs more than an interval that holds 0: both intervals within the targets (`narrow`);
+    a wider one decides nothing. Agarwal et al.'s (GKD) concerns student size, judged across sizes (gkd_trend)."""
+    if (p, k) == (0, 0) and not narrow:
+        return "undecided: intervals wider than the targets"
     return {(1, 1): "the paper: mode-seeking", (0, 0): "Wu et al.: the same student",
             (-1, -1): "Wu et al.: forward fits the head, reverse the tail"}.get((p, k), "none of the three in full")
 
@@ -139,7 +142,8 @@ def compare(a: dict, b: dict) -> dict:
         d, lo, hi = S.difference(items(a, key, seeds), items(b, key, seeds), paired=True)
         out[key] = (scale * d, scale * lo, scale * hi)
     p, k = S.sign(out["precision"]), S.sign(out["recall_kl"])
-    out.update(signs=(p, k), verdict=verdict_words(p, k), anchor=anchor(p, k))
+    narrow = all(half_width(out, key) <= TARGET[key] for key in KEYS)
+    out.update(signs=(p, k), verdict=verdict_words(p, k), anchor=anchor(p, k, narrow))
     return out
 
 
@@ -270,6 +274,7 @@ def report(work_dir: str, out_path: str, header: str = "") -> str:
     if not runs:
         raise ValueError(f"no measured run under {work_dir}/runs: run `bash run_all.sh` first")
     here = os.path.dirname(os.path.abspath(out_path))
+    os.makedirs(here, exist_ok=True)  # the pictures are written before the report
     stem = os.path.splitext(out_path)[0]
     teacher_dirs = sorted(d for d in os.listdir(work_dir) if d.startswith("teacher-") and d.endswith("-synthetic")
                           and os.path.isfile(os.path.join(work_dir, d, "eval", "measures.json")))
@@ -277,8 +282,10 @@ def report(work_dir: str, out_path: str, header: str = "") -> str:
     t_kl = teacher["along"][-1]["recall_kl"] if teacher else float("nan")
     main = max({s for s, c, _ in runs if c == "rv-1+"} or {s for s, _, _ in runs},
                key=lambda s: sum(1 for k in runs if k[0] == s))  # the size with the most runs
+    asked = [c for pair in QUESTION for c in pair[:2]]
     budgets = sorted({n for s, c, n in runs if s == main and c in ("rv-1+", "fw-1")})
-    b, b2 = (budgets[0], budgets[1]) if len(budgets) > 1 else (budgets[0], None)
+    both = [n for n in budgets if all(runs.get((main, c, n)) for c in asked)] or budgets  # the question's B, 2B
+    b, b2 = both[0], next((n for n in both if n == 2 * both[0]), None)
     n = next(iter(next(iter(runs.values())).values()))["n"]
     md = [header, "## Is the reverse-KL student more precise and less covering? (synthetic language, NOT BabyLM)", "",
           f"Every student is scored on {n} samples at temperature 1 at the end of its run. Precision: the share of "
@@ -303,7 +310,6 @@ def report(work_dir: str, out_path: str, header: str = "") -> str:
                   f"**{'met' if met else 'NOT met'}**.")
     md.append("")
     # the students
-    asked = [c for pair in QUESTION for c in pair[:2]]
     keys = sorted(((s, c, k) for s, c, k in runs if s == main and c in asked and k in (b, b2)),
                   key=lambda x: (asked.index(x[1]), x[2]))
     md += [f"### The question's students at {main}", ""] + students_table(runs, keys, t_kl)

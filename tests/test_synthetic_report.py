@@ -51,8 +51,10 @@ def test_comparison_is_paired_by_seed_with_its_verdict_and_anchor():
     seeking = SR.compare(group(0.9, 0.30, offset=10), group(0.6, 0.10))
     assert seeking["verdict"] == "the mode-seeking signature: higher precision, lower recall"
     assert seeking["anchor"] == "the paper: mode-seeking" and 25 < seeking["precision"][0] < 35
-    same = SR.compare(group(0.6, 0.10, offset=20), group(0.6, 0.10))
+    same = SR.compare(group(0.6, 0.10, offset=20, n=4000), group(0.6, 0.10, n=4000))  # narrow: about ±1.5
     assert same["verdict"] == "within noise on both" and same["anchor"] == "Wu et al.: the same student"
+    wide = SR.compare(group(0.6, 0.10, offset=20, n=40), group(0.6, 0.10, n=40))  # 40 items a seed: about ±15
+    assert wide["signs"] == (0, 0) and wide["anchor"] == "undecided: intervals wider than the targets"
     assert SR.diff_text(same, "precision").endswith("~")
     assert SR.compare({0: run(0.5, 0.1), 5: run(0.5, 0.1)}, group(0.5, 0.1))["seeds"] == 1  # common seeds only
 
@@ -61,6 +63,8 @@ def test_anchors_and_verdicts_of_every_sign_pair():
     assert SR.anchor(1, 1) == "the paper: mode-seeking"
     assert SR.anchor(-1, -1) == "Wu et al.: forward fits the head, reverse the tail"
     assert SR.anchor(0, 0) == "Wu et al.: the same student"
+    assert SR.anchor(0, 0, narrow=False) == "undecided: intervals wider than the targets"  # a wide 0 decides nothing
+    assert SR.anchor(1, 1, narrow=False) == "the paper: mode-seeking"  # a sign that excludes 0 holds anyway
     for p, k in ((1, -1), (-1, 1), (0, 1), (1, 0), (0, -1), (-1, 0)):
         assert SR.anchor(p, k) == "none of the three in full"
     assert SR.verdict_words(-1, 1) == "worse on both: lower precision and lower recall"
