@@ -231,6 +231,9 @@ def budget_plot(lines: dict, path: str) -> bool:
         ax.axhline(0, c="grey", lw=0.8)
         ax.set(xscale="log", xlabel="budget, optimizer steps (each a full schedule)",
                ylabel=f"rv-1+ - fw-1, {KEYS[key][0]}")
+        steps = sorted({k for pts in lines.values() for k, _ in pts})
+        ax.set_xticks(steps, [str(k) for k in steps])  # the budgets themselves, no minor ticks
+        ax.minorticks_off()
     axes[0].legend(fontsize=8)
     fig.suptitle("Synthetic language: reverse minus forward KL against the budget, by student size")
     fig.tight_layout()
