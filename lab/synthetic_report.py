@@ -177,6 +177,8 @@ def gkd_trend(rows: list) -> str:
     mags = [max(abs(c["precision"][0]) / TARGET["precision"], abs(c["recall_kl"][0]) / TARGET["recall_kl"])
             for _, c in sorted(rows, key=lambda r: r[0])]
     noise = [c["signs"] == (0, 0) for _, c in sorted(rows, key=lambda r: r[0])]
+    if all(noise):  # nothing to narrow: the divergence mattered at no size
+        return "no: within noise at every size"
     narrows = mags[-1] < mags[0] and (noise[-1] or not noise[0])
     return "yes" if narrows else "no"
 
@@ -325,7 +327,7 @@ def report(work_dir: str, out_path: str, header: str = "") -> str:
             moves, ok = converged(runs[(size, cell, steps // 2)], runs[(size, cell, steps)])
             md.append(f"| {size} | {cell} | {steps // 2} → {steps} | {moves['precision']:+.1f} | "
                       f"{moves['recall_kl']:+.4f} | {'yes' if ok else 'no'} |")
-    md += full_sections(runs, work_dir, main, b, b2, stem, here)
+    md += full_sections(runs, work_dir, main, b, b2, stem, here, t_kl)
     md += control_section(work_dir)
     png = stem + "_pr.png"
     groups = {f"{c}, {k}": runs[(main, c, k)] for c in ("fw-1", "rv-1+", "a-fw", "a-rv") for k in (b, b2)
@@ -338,7 +340,7 @@ def report(work_dir: str, out_path: str, header: str = "") -> str:
     return text
 
 
-def full_sections(runs: dict, work_dir: str, main: str, b: int, b2: int, stem: str, here: str) -> list:
+def full_sections(runs: dict, work_dir: str, main: str, b: int, b2: int, stem: str, here: str, t_kl: float) -> list:
     """SCALE=full's sections, each where its runs exist: the sweep, the paper's variants, the ladder, the sizes
     and longer budgets (with the picture of rv - fw against the budget), the windows check."""
     md = []
@@ -355,7 +357,7 @@ def full_sections(runs: dict, work_dir: str, main: str, b: int, b2: int, stem: s
     rows, _ = comparison_rows(runs, main, CLAIMS, budgets)
     if rows:
         keys = [(main, c, k) for c in PAPER for k in budgets if runs.get((main, c, k))]
-        md += ["", f"### The paper's six variants at {main}", ""] + students_table(runs, keys, float("nan"))
+        md += ["", f"### The paper's six variants at {main}", ""] + students_table(runs, keys, t_kl)
         md += ["", f"### The paper's claims at {main}", ""] + COMPARE_HEAD + rows
     ladder = [(a, bb, f"{r}: {what}") for r, what, a, bb in LADDER]
     rows, _ = comparison_rows(runs, main, ladder, budgets)
@@ -364,7 +366,7 @@ def full_sections(runs: dict, work_dir: str, main: str, b: int, b2: int, stem: s
     if extra:  # rungs beyond the question's (a and e+)
         md += ["", f"### The ablation ladder at {main}: reverse minus forward KL, one ingredient at a time", ""]
         md += students_table(runs, [(main, c, k) for c in extra for k in budgets if runs.get((main, c, k))],
-                             float("nan")) + [""] + COMPARE_HEAD + rows
+                             t_kl) + [""] + COMPARE_HEAD + rows
     # sizes and budgets
     lines = {}
     for size in sorted({s for s, _, _ in runs}, key=lambda s: int(s[1:])):
@@ -409,19 +411,20 @@ def full_sections(runs: dict, work_dir: str, main: str, b: int, b2: int, stem: s
 def more_seeds(work_dir: str) -> list:
     """(size, cell, steps, seed range) of the groups that need more seeds: the two cells of every comparison the
     report makes (the question, the paper's claims, the ladder, rv-1+ - fw-1 at every size and budget) whose
-    interval is wider than the answer's targets, given as many seeds again as they have; single-step cells
-    are left as they are (their step costs 5-8 teacher-forced ones)."""
-    runs, out = load_runs(work_dir), set()
-    pairs = [(a, b) for a, b, _ in QUESTION + CLAIMS] + [(a, b) for _, _, a, b in LADDER
-                                                         if a not in SINGLE_STEP and b not in SINGLE_STEP]
+    interval is wider than the answer's targets, each given as many seeds again as the comparison pairs (seeds
+    a cell already has are skipped by the run). A comparison with a single-step cell is left as it is (its step
+    costs 5-8 teacher-forced ones, and seeds added to the other side alone pair with nothing)."""
+    runs, out = load_runs(work_dir), {}
+    pairs = [(a, b) for a, b, _ in QUESTION + CLAIMS] + [(a, b) for _, _, a, b in LADDER]
+    pairs = [(a, b) for a, b in pairs if a not in SINGLE_STEP and b not in SINGLE_STEP]
     for size, cell, steps in list(runs):
         for a, b in pairs:
             if cell == a and runs.get((size, b, steps)):
                 c = compare(runs[(size, a, steps)], runs[(size, b, steps)])
                 if any(half_width(c, k) > TARGET[k] for k in KEYS):
-                    out |= {(size, x, steps) for x in (a, b) if x not in SINGLE_STEP}
-    return [(size, cell, steps, f"{len(runs[(size, cell, steps)])}-{2 * len(runs[(size, cell, steps)]) - 1}")
-            for size, cell, steps in sorted(out)]
+                    for key in ((size, a, steps), (size, b, steps)):
+                        out[key] = max(out.get(key, 0), c["seeds"])
+    return [(size, cell, steps, f"{n}-{2 * n - 1}") for (size, cell, steps), n in sorted(out.items())]
 
 
 def control_section(work_dir: str) -> list:

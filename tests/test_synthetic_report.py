@@ -162,6 +162,10 @@ def test_gkd_trend_needs_the_difference_to_narrow_with_size():
         SR.compare(group(0.71, 0.05, exact=True), group(0.7, 0.05, exact=True))
     assert SR.gkd_trend([(100, wide), (1000, narrow)]) == "yes"
     assert SR.gkd_trend([(100, narrow), (1000, wide)]) == "no"
+    noisy, noisier = SR.compare(group(0.71, 0.05), group(0.70, 0.05, offset=3)), \
+        SR.compare(group(0.73, 0.05), group(0.70, 0.05, offset=3))  # 400 samples a seed: both hold 0
+    assert noisier["signs"] == noisy["signs"] == (0, 0)
+    assert SR.gkd_trend([(100, noisier), (1000, noisy)]) == "no: within noise at every size"
 
 
 def test_more_seeds_for_the_cells_of_wide_comparisons(tmp_path):
@@ -171,4 +175,10 @@ def test_more_seeds_for_the_cells_of_wide_comparisons(tmp_path):
         write_run(root, "d16", "rv-1+", 8, seed, run(0.7, 0.05, seed + 3))  # 400 items a seed: wider than ±3
         write_run(root, "d16", "a-fw", 8, seed, run(0.7, 0.05, seed, exact=True))
         write_run(root, "d16", "a-rv", 8, seed, run(0.7, 0.05, seed, exact=True))  # no noise: narrow
-    assert SR.more_seeds(root) == [("d16", "fw-1", 8, "3-5"), ("d16", "rv-1+", 8, "3-5")]
+        write_run(root, "d8", "fw-1", 8, seed, run(0.7, 0.05, seed))
+        write_run(root, "d8", "rv-1", 8, seed, run(0.7, 0.05, seed + 3))  # wide, but rv-1 is single-step
+        write_run(root, "d4", "rv-1+", 8, seed, run(0.7, 0.05, seed + 3))
+    for seed in range(6):  # d4's fw-1 has 6 seeds, rv-1+ 3: the comparison pairs 3, so both go to 6
+        write_run(root, "d4", "fw-1", 8, seed, run(0.7, 0.05, seed))
+    assert SR.more_seeds(root) == [("d16", "fw-1", 8, "3-5"), ("d16", "rv-1+", 8, "3-5"),
+                                   ("d4", "fw-1", 8, "3-5"), ("d4", "rv-1+", 8, "3-5")]
