@@ -81,8 +81,21 @@ def test_full_scale_stage_list(tmp_path):
         assert f"runs d32/{cell}/b2000 s0-2" in stages and f"runs d32/{cell}/b1000 s0-2" in stages
     for size in ("d4", "d8", "d16", "d64"):
         assert [f"runs {size}/{c}/b{k} s0-4" in stages for k in (1000, 2000) for c in ("fw-1", "rv-1+")] == [True] * 4
-    assert "runs d32/rv-1+/b8000 s0-4" in stages and "runs d32/fw-1-random/b2000 s0-2" in stages
+    assert "runs d32/rv-1+/b8000 s0-4" in stages and "runs d32/fw-1-random/b2000 s0-4" in stages
+    assert not any(s.startswith("runs") and s.endswith(("s5-9", "s10-19")) for s in stages)  # no round of more seeds
     assert stages[-1] == "report" and not (tmp_path / "out").exists()
+
+
+def test_full_scale_reuses_its_list_of_more_seeds(tmp_path):
+    """The round of more seeds is listed once (out/more_seeds.tsv); a rerun runs that list, not a fresh one that
+    would double the seeds again."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "more_seeds.tsv").write_text("d16 fw-1 2000 5-9\nd32 a-rv 1000 10-19\n")
+    r = run_all(tmp_path, SCALE="full", DRY_RUN="1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    stages = [line[3:].split(":")[0] for line in r.stdout.splitlines() if line.startswith("== ")]
+    assert stages[-3:] == ["runs d16/fw-1/b2000 s5-9", "runs d32/a-rv/b1000 s10-19", "report"]
+    assert os.listdir(tmp_path / "out") == ["more_seeds.tsv"]
 
 
 def test_bad_settings_are_one_clear_line(tmp_path):
