@@ -4,6 +4,7 @@ the convergence check, the positive control and the picture; a second run skips 
 stage list (a dry run, nothing written); bad settings are one clear line."""
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -83,6 +84,8 @@ def test_full_scale_stage_list(tmp_path):
         assert [f"runs {size}/{c}/b{k} s0-4" in stages for k in (1000, 2000) for c in ("fw-1", "rv-1+")] == [True] * 4
     assert "runs d32/rv-1+/b8000 s0-4" in stages and "runs d32/fw-1-random/b2000 s0-4" in stages
     assert not any(s.startswith("runs") and s.endswith(("s5-9", "s10-19")) for s in stages)  # no round of more seeds
+    seeds = re.findall(r"^== (?:runs|sweep) .*--seeds (\d+)-(\d+)", r.stdout, re.M)
+    assert f"; {sum(int(b) - int(a) + 1 for a, b in seeds)} distillation runs (" in r.stdout  # as announced
     assert stages[-1] == "report" and not (tmp_path / "out").exists()
 
 
