@@ -111,7 +111,7 @@ if [ "$SYN" = 1 ]; then
   SEED_RANGE="0-$((SEEDS - 1))"
   if [ "$SCALE" = full ]; then
     N_RUNS=$(( 32 + 8 * SEEDS + (SEEDS / 2) * (14 + 4 + 16 + 2) + 3 * 8 ))
-    ESTIMATE="2 to 3 hours (measured: 2 h 15 min with 10 seeds on a 2-core Zen 4 EPYC, probe 101 GFLOP/s)"
+    ESTIMATE="2 to 3 hours (measured: 2 h 20 min with 10 seeds on a 2-core Zen 4 EPYC, probe 101 GFLOP/s)"
   else
     N_RUNS=$(( 8 * SEEDS ))
     # measured on this project's 2-core Zen 4 EPYC (probe 101 GFLOP/s): 2.8 min of data, teacher, cache and report,
