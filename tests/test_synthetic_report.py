@@ -182,3 +182,11 @@ def test_more_seeds_for_the_cells_of_wide_comparisons(tmp_path):
         write_run(root, "d4", "fw-1", 8, seed, run(0.7, 0.05, seed))
     assert SR.more_seeds(root) == [("d16", "fw-1", 8, "3-5"), ("d16", "rv-1+", 8, "3-5"),
                                    ("d4", "fw-1", 8, "3-5"), ("d4", "rv-1+", 8, "3-5")]
+
+
+def test_the_report_s_single_step_cells_are_the_experiment_s():
+    """SINGLE_STEP (no second round of seeds) names exactly the cells whose resolved distill.py config samples."""
+    import distill as DS
+    from lab.experiment import CELLS, config
+    sampling = {c for c in CELLS if DS.resolve_variant(config(c, "d32", 10, 0, 0.01, "o", "w", "d")).single_step}
+    assert sampling == set(SR.SINGLE_STEP)
