@@ -127,8 +127,7 @@ print(round(2 * 256 ** 3 * n / (time.perf_counter() - t) / 1e9))")
        "$MAIN; $N_RUNS distillation runs ($([ "$SCALE" = full ] && echo "a learning-rate sweep; fw-1, rv-1+, a-fw"\
        "and a-rv x $SEEDS seeds and the paper's other variants and the ladder's other rungs x $((SEEDS / 2)) at $B and"\
        "$((2 * B)) steps (single-step ones x 3); fw-1 and rv-1+ at 4 more sizes, and to $((8 * B)) steps; random"\
-       "windows; then more seeds"\
-       "where an interval is wide" || echo "fw-1, rv-1+, a-fw"\
+       "windows; then more seeds where an interval is wide" || echo "fw-1, rv-1+, a-fw"\
        "and a-rv x $SEEDS seeds at $B and $((2 * B)) steps")), $JOBS at a time; then the mode-seeking measures, a"\
        "positive control, and $RESULTS."
   echo "run_all.sh: about $ESTIMATE here. Stage logs: $WORK/logs/"
